@@ -1,0 +1,195 @@
+"""Render the GKE create-cluster and create-node-pool requests from a stack spec. Pure: no I/O.
+
+The requests are `google.cloud.container_v1` messages equivalent to the guide's gcloud commands,
+including what gcloud adds on its own and the raw API does not: the `gke-default` OAuth scopes on the
+nodes, a VPC-native IP allocation policy, node auto-repair/auto-upgrade, and an explicit GPU driver
+install (the proto says an unset driver version installs none). Owner labels go on the cluster
+(`resource_labels`) and on the GPU pool's VMs (`NodeConfig.resource_labels`).
+
+`--host-maintenance-interval=PERIODIC` exists only in v1beta1 (reference/gke.md section 0.1), so
+`node_pool_v1beta1_body` returns the REST JSON body of the same node pool with
+`config.hostMaintenancePolicy.maintenanceInterval` added, to POST to `node_pool_v1beta1_path`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.cloud.container_v1 import types as T
+from google.protobuf import duration_pb2, json_format
+
+from blocks.errors import SpecError
+from blocks.labels import owner_labels
+from blocks.spec import CapacityMode, GpuPoolSpec, StackSpec
+
+# What gcloud's "gke-default" scope alias expands to (gcloud applies it when --scopes is not given).
+GKE_DEFAULT_SCOPES = [
+    "https://www.googleapis.com/auth/devstorage.read_only",
+    "https://www.googleapis.com/auth/logging.write",
+    "https://www.googleapis.com/auth/monitoring",
+    "https://www.googleapis.com/auth/service.management.readonly",
+    "https://www.googleapis.com/auth/servicecontrol",
+    "https://www.googleapis.com/auth/trace.append",
+]
+DEFAULT_POOL_NAME = "default-pool"
+RESERVATION_KEY = "compute.googleapis.com/reservation-name"
+_DRIVER = T.GPUDriverInstallationConfig.GPUDriverVersion
+
+
+def cluster_parent(spec: StackSpec) -> str:
+    """Return 'projects/P/locations/L', the parent of the cluster."""
+    return f"projects/{spec.cluster.project}/locations/{spec.cluster.location}"
+
+
+def cluster_path(spec: StackSpec) -> str:
+    """Return 'projects/P/locations/L/clusters/C', the cluster's resource name."""
+    return f"{cluster_parent(spec)}/clusters/{spec.cluster.name}"
+
+
+def node_pool_path(spec: StackSpec) -> str:
+    """Return the GPU node pool's resource name."""
+    return f"{cluster_path(spec)}/nodePools/{spec.gpu_pool.name}"
+
+
+def create_cluster_request(spec: StackSpec, *, lease_expiry_epoch_s: int | None = None,
+                           run_id: str | None = None) -> T.CreateClusterRequest:
+    """Return the request of `gcloud container clusters create` with the guide's flags (pure)."""
+    c = spec.cluster
+    gcfs = T.GcfsConfig(enabled=True) if c.image_streaming else None
+    default_pool = T.NodePool(
+        name=DEFAULT_POOL_NAME, initial_node_count=c.node_count,
+        config=T.NodeConfig(machine_type=c.machine_type, oauth_scopes=GKE_DEFAULT_SCOPES, gcfs_config=gcfs),
+        management=T.NodeManagement(auto_repair=True, auto_upgrade=True))
+    cluster = T.Cluster(
+        name=c.name,
+        resource_labels={**c.resource_labels,
+                         **owner_labels(spec.name, lease_expiry_epoch_s=lease_expiry_epoch_s, run_id=run_id)},
+        ip_allocation_policy=T.IPAllocationPolicy(use_ip_aliases=True),
+        node_pools=[default_pool])
+    if gcfs is not None:
+        cluster.node_pool_defaults = T.NodePoolDefaults(
+            node_config_defaults=T.NodeConfigDefaults(gcfs_config=gcfs))
+    if c.release_channel is not None:
+        cluster.release_channel = T.ReleaseChannel(channel=T.ReleaseChannel.Channel[c.release_channel])
+    if c.cluster_version is not None:
+        cluster.initial_cluster_version = c.cluster_version
+    if c.network is not None:
+        cluster.network = c.network
+    if c.subnetwork is not None:
+        cluster.subnetwork = c.subnetwork
+    return T.CreateClusterRequest(parent=cluster_parent(spec), cluster=cluster)
+
+
+def create_node_pool_request(spec: StackSpec, *, zone: str | None = None,
+                             capacity_mode: CapacityMode | str | None = None,
+                             lease_expiry_epoch_s: int | None = None,
+                             run_id: str | None = None) -> T.CreateNodePoolRequest:
+    """Return the request of the guide's `gcloud beta container node-pools create` (pure).
+
+    `zone` defaults to `gpu_pool.node_locations[0]` and must be it or one of `fallback_zones`;
+    `capacity_mode` defaults to the first of `capacity_modes` and must be one of them. Raises
+    `SpecError` otherwise. The host maintenance interval is not in v1: see `node_pool_v1beta1_body`.
+    """
+    pool = spec.gpu_pool
+    zone, mode = _checked_choice(pool, zone, capacity_mode)
+    config = T.NodeConfig(
+        machine_type=pool.machine_type,
+        accelerators=[T.AcceleratorConfig(
+            accelerator_type=pool.accelerator_type, accelerator_count=pool.accelerator_count,
+            gpu_driver_installation_config=T.GPUDriverInstallationConfig(
+                gpu_driver_version=_DRIVER[pool.gpu_driver_version]))],
+        oauth_scopes=GKE_DEFAULT_SCOPES,
+        resource_labels=owner_labels(spec.name, lease_expiry_epoch_s=lease_expiry_epoch_s, run_id=run_id))
+    if spec.cluster.image_streaming:
+        config.gcfs_config = T.GcfsConfig(enabled=True)  # gcloud inherits it; explicit is equal
+    if pool.gvnic:
+        config.gvnic = T.VirtualNIC(enabled=True)
+    if pool.local_ssd_count is not None:
+        config.ephemeral_storage_local_ssd_config = T.EphemeralStorageLocalSsdConfig(
+            local_ssd_count=pool.local_ssd_count)
+    node_pool = T.NodePool(name=pool.name, initial_node_count=pool.node_count, locations=[zone],
+                           config=config, management=T.NodeManagement(auto_repair=True, auto_upgrade=True))
+    if pool.placement_policy_name is not None:
+        node_pool.placement_policy = T.NodePool.PlacementPolicy(policy_name=pool.placement_policy_name)
+    _apply_capacity_mode(node_pool, pool, mode)
+    return T.CreateNodePoolRequest(parent=cluster_path(spec), node_pool=node_pool)
+
+
+def _checked_choice(pool: GpuPoolSpec, zone: str | None,
+                    mode: CapacityMode | str | None) -> tuple[str, CapacityMode]:
+    zones = [*pool.node_locations, *pool.fallback_zones]
+    modes = list(pool.capacity_modes)
+    chosen_zone = zone if zone is not None else zones[0]
+    problems = []
+    if chosen_zone not in zones:
+        problems.append(f"zone: {chosen_zone!r} is not in gpu_pool.node_locations or fallback_zones; "
+                        f"accepted: {zones}")
+    try:
+        chosen_mode = CapacityMode(mode) if mode is not None else modes[0]
+    except ValueError:
+        chosen_mode = None
+    if chosen_mode not in modes:
+        problems.append(f"capacity_mode: {mode!r} is not in gpu_pool.capacity_modes; accepted: "
+                        f"{[m.value for m in modes]}")
+    if problems:
+        raise SpecError(problems)
+    return chosen_zone, chosen_mode  # type: ignore[return-value]
+
+
+def _apply_capacity_mode(node_pool: T.NodePool, pool: GpuPoolSpec, mode: CapacityMode) -> None:
+    config = node_pool.config
+    if mode is CapacityMode.SPOT:
+        config.spot = True
+    elif mode is CapacityMode.RESERVATION:
+        config.reservation_affinity = T.ReservationAffinity(
+            consume_reservation_type=T.ReservationAffinity.Type.SPECIFIC_RESERVATION,
+            key=RESERVATION_KEY, values=[pool.reservation_name])
+    elif mode in (CapacityMode.FLEX_START, CapacityMode.QUEUED):
+        _apply_dws(node_pool, pool, mode)
+
+
+def _apply_dws(node_pool: T.NodePool, pool: GpuPoolSpec, mode: CapacityMode) -> None:
+    # Dynamic Workload Scheduler, as GKE documents it: start at 0 nodes and let the autoscaler obtain
+    # all `node_count` VMs at once when the GPU workers ask for them; no reservation; no auto-repair
+    # (a repaired flex-start VM would lose its capacity).
+    node_pool.initial_node_count = 0
+    node_pool.autoscaling = T.NodePoolAutoscaling(
+        enabled=True, total_min_node_count=0, total_max_node_count=pool.node_count,
+        location_policy=T.NodePoolAutoscaling.LocationPolicy.ANY)
+    node_pool.management = T.NodeManagement(auto_repair=False, auto_upgrade=True)
+    config = node_pool.config
+    config.reservation_affinity = T.ReservationAffinity(
+        consume_reservation_type=T.ReservationAffinity.Type.NO_RESERVATION)
+    if mode is CapacityMode.FLEX_START:
+        config.flex_start = True
+    else:
+        node_pool.queued_provisioning = T.NodePool.QueuedProvisioning(enabled=True)
+    if pool.max_run_duration_s is not None:
+        config.max_run_duration = duration_pb2.Duration(seconds=pool.max_run_duration_s)
+
+
+def request_json(request: T.CreateClusterRequest | T.CreateNodePoolRequest) -> dict[str, Any]:
+    """Return a request as the REST API's JSON carries it: camelCase, enum names, int64 as strings."""
+    return json_format.MessageToDict(type(request).pb(request))
+
+
+def node_pool_v1beta1_path(spec: StackSpec) -> str:
+    """Return the v1beta1 REST path that creates the GPU pool (POST, body from `node_pool_v1beta1_body`)."""
+    return f"/v1beta1/{cluster_path(spec)}/nodePools"
+
+
+def node_pool_v1beta1_body(spec: StackSpec, *, zone: str | None = None,
+                           capacity_mode: CapacityMode | str | None = None,
+                           lease_expiry_epoch_s: int | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """Return the v1beta1 JSON body {"nodePool": ...}: the v1 pool plus the host maintenance interval.
+
+    v1beta1's NodePool is a superset of v1's, so the v1 JSON is valid there; only
+    `config.hostMaintenancePolicy` is added, when `gpu_pool.host_maintenance_interval` is set.
+    """
+    request = create_node_pool_request(spec, zone=zone, capacity_mode=capacity_mode,
+                                       lease_expiry_epoch_s=lease_expiry_epoch_s, run_id=run_id)
+    node_pool = request_json(request)["nodePool"]
+    interval = spec.gpu_pool.host_maintenance_interval
+    if interval is not None:
+        node_pool["config"]["hostMaintenancePolicy"] = {"maintenanceInterval": interval}
+    return {"nodePool": node_pool}
