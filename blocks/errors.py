@@ -41,6 +41,42 @@ class CapacityError(PermanentError):
     """No allowed zone or capacity mode could supply the GPUs (stockout or quota)."""
 
 
+class Stockout(CapacityError):
+    """A zone had no capacity for the requested machines in this capacity mode (GCE_STOCKOUT)."""
+
+
+class QuotaExceeded(CapacityError):
+    """A project or regional quota (GPUs, CPUs, IPs, SSD) is too small for the request."""
+
+
+class PermissionDenied(PermanentError):
+    """The credentials may not make this call (401/403 other than quota)."""
+
+
+class InvalidRequest(PermanentError):
+    """The API rejected the request as malformed or not allowed (400 invalid argument, other 4xx)."""
+
+
+class ResourceNotFound(PermanentError):
+    """A resource the call depends on does not exist (e.g. a node pool's cluster)."""
+
+
+class OperationFailed(PermanentError):
+    """A long-running operation finished DONE with an error (DONE alone is not success)."""
+
+
+class ApiUnavailable(TransientError):
+    """The API answered 429/5xx, or the connection failed or timed out: try again later."""
+
+
+class ResourceBusy(TransientError):
+    """Another operation holds the resource ("operation in progress"): try again once it is done."""
+
+
+class AlreadyExists(TransientError):
+    """A create found the resource already there (409): observe it again and converge from there."""
+
+
 class RolloutFailed(PermanentError):
     """The serving stack showed a fatal sign (image pull, crash loop, OOM, deploy failed...)."""
 
