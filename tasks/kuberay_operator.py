@@ -1,0 +1,265 @@
+"""Install (or upgrade in place) the pinned KubeRay operator from the vendored upstream manifests.
+
+No helm and no kustomize binary, so it runs on any Prefect worker: the manifests in
+`third_party/kuberay/v<version>/` are read unmodified and the default overlay's transformations are
+done here (namespace, including the ClusterRoleBinding's ServiceAccount subject; the operator image;
+the common labels). Everything is applied with server-side apply, because the CRDs (0.77-1.39 MB) are
+too large for the last-applied annotation of client-side apply.
+
+We add two things to what upstream renders: our owner labels (`metadata.labels` only, never selectors,
+which are immutable), and a required node affinity that keeps the operator off GPU nodes. GKE taints
+GPU nodes only in some creation orders (reference/gke.md section 8), and an operator scheduled there
+would be evicted when the GPU pool is torn down, and would hold a $90/hour node's CPU for a 100m pod.
+We add no tolerations, so a tainted GPU node repels it too.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import task
+
+from blocks.errors import PermanentError, only_transient_errors
+from blocks.labels import owner_labels
+from blocks.spec import StackSpec
+from tasks.clock import Clock, SystemClock
+from tasks.gateways.kube import CRD, DEPLOYMENT, KubeApi, describe, resource_of
+from tasks.waiting import Look, State, wait_until_ready
+
+log = logging.getLogger(__name__)
+
+OPERATOR_NAME = "kuberay-operator"
+GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
+VENDOR_ENV = "GKE_LLM_FLOWS_KUBERAY_DIR"   # optional override of third_party/kuberay
+DEFAULT_VENDOR_ROOT = Path(__file__).resolve().parents[1] / "third_party" / "kuberay"
+OVERLAY = Path("ray-operator/config/default")
+# The kustomization keys this renderer understands; anything else in a future version must fail
+# loudly rather than render something different from what kustomize would.
+SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "namespace", "images", "labels"}
+CLUSTER_SCOPED = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Namespace"}
+PREEXISTING_NAMESPACES = {"default", "kube-system", "kube-public"}
+APPLY_ORDER = ["CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "Role",
+               "ClusterRoleBinding", "RoleBinding", "Service", "Deployment"]
+
+
+@dataclass
+class OperatorResult:
+    """What `ensure_kuberay_operator` did: objects written and objects already as wanted."""
+
+    version: str
+    namespace: str
+    applied: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied)
+
+
+def vendored_dir(version: str, root: Path | None = None) -> Path:
+    """Return the directory of the vendored manifests for `version`; PermanentError if absent."""
+    root = Path(root or os.environ.get(VENDOR_ENV) or DEFAULT_VENDOR_ROOT)
+    path = root / f"v{version}"
+    if not (path / OVERLAY / "kustomization.yaml").is_file():
+        have = sorted(p.name[1:] for p in root.glob("v*") if p.is_dir()) if root.is_dir() else []
+        raise PermanentError(f"operator.version {version!r}: no vendored KubeRay manifests at {path}; "
+                             f"vendored versions: {have or 'none'} (add third_party/kuberay/v{version}/ "
+                             "from the upstream tag, or set operator.version to one of those)")
+    return path
+
+
+def render_operator_manifests(version: str, namespace: str, *, stack: str,
+                              root: Path | None = None) -> list[dict[str, Any]]:
+    """Render the operator install for `version` into `namespace`, in apply order. Pure file reads.
+
+    The overlay's own namespace (`default`) is replaced by `namespace`, as `kustomize edit set
+    namespace` would; the ClusterRoleBinding's subject follows it.
+    """
+    base = vendored_dir(version, root)
+    objects = _render_kustomization(base / OVERLAY, base)
+    if namespace not in PREEXISTING_NAMESPACES:
+        objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    for obj in objects:
+        _set_namespace(obj, namespace)
+        obj.setdefault("metadata", {}).setdefault("labels", {}).update(owner_labels(stack))
+        if obj.get("kind") == "Deployment":
+            _keep_off_gpu_nodes(obj)
+    return _ordered(objects)
+
+
+def _render_kustomization(directory: Path, root: Path) -> list[dict[str, Any]]:
+    """Apply the subset of kustomize the upstream overlay uses: resources, namespace, images, labels."""
+    config = _load_yaml_docs(directory / "kustomization.yaml", root)[0]
+    unknown = set(config) - SUPPORTED_KUSTOMIZE_KEYS
+    if unknown:
+        raise PermanentError(f"{directory.relative_to(root)}/kustomization.yaml uses {sorted(unknown)}, which "
+                             f"this renderer does not implement (supported: {sorted(SUPPORTED_KUSTOMIZE_KEYS)})")
+    objects: list[dict[str, Any]] = []
+    for entry in config.get("resources") or []:
+        target = (directory / entry).resolve()
+        objects += (_render_kustomization(target, root) if target.is_dir()
+                    else _load_yaml_docs(target, root))
+    for label_set in config.get("labels") or []:
+        for obj in objects:
+            _add_labels(obj, label_set.get("pairs") or {}, selectors=bool(label_set.get("includeSelectors")))
+    for image in config.get("images") or []:
+        for obj in objects:
+            _set_image(obj, image)
+    if config.get("namespace"):
+        for obj in objects:
+            _set_namespace(obj, config["namespace"])
+    return objects
+
+
+def _load_yaml_docs(path: Path, root: Path) -> list[dict[str, Any]]:
+    try:
+        stat = path.stat()
+        return copy.deepcopy(_parse_yaml_file(str(path), stat.st_mtime_ns, stat.st_size))
+    except (OSError, yaml.YAMLError) as e:
+        raise PermanentError(f"cannot read vendored manifest {path.relative_to(root)}: {e}") from e
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_yaml_file(path: str, mtime_ns: int, size: int) -> list[dict[str, Any]]:
+    """Parse once per file version: the CRDs are 4 MB of YAML and callers render repeatedly."""
+    with open(path, encoding="utf-8") as handle:
+        return [doc for doc in yaml.load_all(handle, Loader=_LOADER) if doc]
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # the C loader reads the 4 MB of CRDs in <1 s
+
+
+def _add_labels(obj: dict[str, Any], pairs: dict[str, str], *, selectors: bool) -> None:
+    obj.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
+    if not selectors:
+        return
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "Deployment":
+        spec.setdefault("selector", {}).setdefault("matchLabels", {}).update(pairs)
+        spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
+    elif obj.get("kind") == "Service":
+        spec.setdefault("selector", {}).update(pairs)
+
+
+def _set_image(obj: dict[str, Any], image: dict[str, str]) -> None:
+    pod_spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in (pod_spec.get("containers") or []) + (pod_spec.get("initContainers") or []):
+        name = container.get("image", "").split("@")[0].rsplit(":", 1)[0]
+        if name == image.get("name"):
+            container["image"] = f"{image.get('newName', name)}:{image['newTag']}" if image.get("newTag") \
+                else image.get("newName", name)
+
+
+def _set_namespace(obj: dict[str, Any], namespace: str) -> None:
+    """Set the namespace as kustomize does, including ServiceAccount subjects of (Cluster)RoleBindings."""
+    if obj.get("kind") not in CLUSTER_SCOPED:
+        obj.setdefault("metadata", {})["namespace"] = namespace
+    if obj.get("kind") in ("RoleBinding", "ClusterRoleBinding"):
+        for subject in obj.get("subjects") or []:
+            if subject.get("kind") == "ServiceAccount":
+                subject["namespace"] = namespace
+
+
+def _keep_off_gpu_nodes(deployment: dict[str, Any]) -> None:
+    pod_spec = deployment["spec"]["template"]["spec"]
+    affinity = pod_spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+    required = affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+    required.setdefault("nodeSelectorTerms", []).append(
+        {"matchExpressions": [{"key": GPU_NODE_LABEL, "operator": "DoesNotExist"}]})
+
+
+def _ordered(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {kind: i for i, kind in enumerate(APPLY_ORDER)}
+    return sorted(objects, key=lambda o: rank.get(o.get("kind"), len(rank)))
+
+
+def is_subset(wanted: Any, live: Any) -> bool:
+    """True when every field set in `wanted` has the same value in `live` (server defaults ignored)."""
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (isinstance(live, list) and len(wanted) == len(live)
+                and all(is_subset(w, v) for w, v in zip(wanted, live, strict=True)))
+    return wanted == live
+
+
+def plan_operator(rendered: list[dict[str, Any]], live: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Return the rendered objects that must be applied: absent, or differing in a field we set. Pure."""
+    return [want for want, have in zip(rendered, live, strict=True) if have is None or not is_subset(want, have)]
+
+
+@task(retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=only_transient_errors)
+def ensure_kuberay_operator(kube: KubeApi, spec: StackSpec, *, clock: Clock | None = None,
+                            vendor_root: Path | None = None) -> OperatorResult:
+    """Make the cluster run the pinned KubeRay operator, then wait until it can serve RayServices.
+
+    On return every CRD is Established and the Deployment is Available with the pinned image.
+    Idempotent: when everything already matches, no write request is made. A changed
+    `operator.version` is applied over the old objects (same names), i.e. upgraded in place.
+    Raises PermanentError for a version that is not vendored, WaitTimedOut if not ready in
+    `spec.timeouts.operator_ready_s`.
+    """
+    clock = clock or SystemClock()
+    version, namespace = spec.operator.version, spec.operator.namespace
+    rendered = render_operator_manifests(version, namespace, stack=spec.name, root=vendor_root)
+    live = [kube.get(resource_of(obj), obj["metadata"]["name"], obj["metadata"].get("namespace"))
+            for obj in rendered]
+    todo = {id(obj) for obj in plan_operator(rendered, live)}
+    result = OperatorResult(version, namespace)
+    for obj in rendered:
+        if id(obj) in todo:
+            kube.apply(obj)
+            result.applied.append(describe(obj))
+        else:
+            result.unchanged.append(describe(obj))
+    log.info("KubeRay operator v%s in %s: applied %d object(s), %d already as wanted",
+             version, namespace, len(result.applied), len(result.unchanged))
+    wait_for_operator_ready(kube, rendered, clock=clock, timeout_s=spec.timeouts.operator_ready_s)
+    return result
+
+
+def wait_for_operator_ready(kube: KubeApi, rendered: list[dict[str, Any]], *, clock: Clock,
+                            timeout_s: float, interval_s: float = 5.0) -> Look:
+    """Wait until every rendered CRD is Established and the Deployment Available at its generation."""
+    crds = [o["metadata"]["name"] for o in rendered if o["kind"] == "CustomResourceDefinition"]
+    deployment = next(o for o in rendered if o["kind"] == "Deployment")
+
+    def probe() -> Look:
+        for name in crds:
+            crd = kube.get(CRD, name)
+            if crd is None or not _condition_true(crd, "Established"):
+                return Look(State.PROGRESSING, f"CRD {name} not Established yet")
+        meta = deployment["metadata"]
+        live = kube.get(DEPLOYMENT, meta["name"], meta["namespace"])
+        return _deployment_look(live, meta)
+
+    return wait_until_ready(probe, what=f"KubeRay operator in {deployment['metadata']['namespace']}",
+                            timeout_s=timeout_s, interval_s=interval_s, clock=clock, log=log)
+
+
+def _deployment_look(live: dict[str, Any] | None, meta: dict[str, Any]) -> Look:
+    where = f"Deployment {meta['namespace']}/{meta['name']}"
+    if live is None:
+        return Look(State.PROGRESSING, f"{where} not found yet")
+    status = live.get("status") or {}
+    if status.get("observedGeneration") != live["metadata"].get("generation"):
+        return Look(State.PROGRESSING, f"{where}: controller has not seen generation "
+                                       f"{live['metadata'].get('generation')} yet")
+    wanted = (live.get("spec") or {}).get("replicas", 1)
+    if (status.get("updatedReplicas") or 0) < wanted:
+        return Look(State.PROGRESSING, f"{where}: {status.get('updatedReplicas') or 0} of {wanted} pod(s) updated")
+    if not _condition_true(live, "Available"):
+        return Look(State.PROGRESSING, f"{where} not Available yet")
+    return Look(State.READY, f"{where} Available")
+
+
+def _condition_true(obj: dict[str, Any], kind: str) -> bool:
+    return any(c.get("type") == kind and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])

@@ -1,0 +1,351 @@
+"""Classify a RayService and its pods and events: READY, PROGRESSING or FATAL, and the load phase.
+
+Pure: no I/O, no clock. The waiter (`ray_service_wait.py`) feeds it live objects and owns time.
+Readiness is what `reference/kuberay.md` section 0 calls serving: condition `Ready`=True, at least
+one serve endpoint, `observedGeneration == metadata.generation`, at least one app and every app in
+`activeServiceStatus` RUNNING with all of its deployments HEALTHY (any names), and no pending
+cluster (a blue/green upgrade is not finished while one exists).
+
+Some signs are fatal only if they persist (pods unschedulable with no GPU capacity coming, pods
+evicted again and again): those come back as PROGRESSING with a `suspect` message, and the waiter
+turns them FATAL once they outlast its grace period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from tasks.waiting import Look, State
+
+Obj = dict[str, Any]
+
+# Container waiting reasons that never heal by waiting (a human must change the spec or image).
+FATAL_WAITING_REASONS = frozenset({
+    "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
+    "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+FATAL_TERMINATED_REASONS = frozenset({"OOMKilled"})
+FATAL_READY_REASONS = frozenset({"ValidationFailed", "InitializingTimeout"})
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
+MESSAGE_CHARS = 300
+
+
+class Phase(str, Enum):
+    """Where a first model load is, in the order it happens."""
+
+    GPU_NODES = "gpu-nodes"
+    IMAGE_PULL = "image-pull"
+    WEIGHT_DOWNLOAD = "weight-download"
+    ENGINE_START = "engine-start"
+    SERVE_RUNNING = "serve-running"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The live objects one look is made of (plain JSON dicts as the API server sends them)."""
+
+    ray_service: Obj | None
+    pods: list[Obj] = field(default_factory=list)
+    events: list[Obj] = field(default_factory=list)
+    nodes: list[Obj] = field(default_factory=list)
+    gpu_capacity_coming: bool = False    # the caller knows GPU nodes are being created (node pool op)
+
+
+@dataclass(frozen=True)
+class Classified:
+    look: Look
+    phase: Phase
+    suspect: str | None = None          # a sign that becomes fatal if it persists
+
+
+def classify_ray_service(obs: Observation) -> Classified:
+    """Classify one observation of a RayService. Pure; never raises on odd or partial status."""
+    rs = obs.ray_service
+    if rs is None:
+        return Classified(Look(State.FATAL, "RayService does not exist (deleted while waiting?)"),
+                          Phase.GPU_NODES)
+    name = _name(rs)
+    if fatal := _fatal_ready_condition(rs):
+        return Classified(Look(State.FATAL, f"RayService {name}: {fatal}"), Phase.GPU_NODES)
+    if ready := readiness_summary(rs):
+        return Classified(Look(State.READY, ready), Phase.SERVE_RUNNING)
+    pods = pods_of(rs, obs.pods)
+    for check in (_fatal_app_status, lambda r: _fatal_pod_sign(pods), _fatal_cluster_condition):
+        if fatal := check(rs):
+            return Classified(Look(State.FATAL, fatal), _phase(rs, pods, obs))
+    return _progress(rs, pods, obs)
+
+
+def readiness_summary(rs: Obj) -> str | None:
+    """Return a one-line summary when the RayService is serving as kuberay.md section 0 defines, else None."""
+    status, meta = rs.get("status") or {}, rs.get("metadata") or {}
+    ready = _condition(status.get("conditions"), "Ready")
+    if not ready or ready.get("status") != "True":
+        return None
+    if (status.get("numServeEndpoints") or 0) <= 0:
+        return None
+    if status.get("observedGeneration") != meta.get("generation"):
+        return None
+    if (status.get("pendingServiceStatus") or {}).get("rayClusterName"):
+        return None
+    active = status.get("activeServiceStatus") or {}
+    apps = active.get("applicationStatuses") or {}
+    if not apps or not all(_app_healthy(app) for app in apps.values()):
+        return None
+    return (f"serving: {status['numServeEndpoints']} endpoint(s), cluster {active.get('rayClusterName')}, "
+            f"apps {_apps_text(apps)}")
+
+
+def cluster_names(rs: Obj) -> list[str]:
+    """Return the RayCluster names the RayService status points at (active first)."""
+    status = rs.get("status") or {}
+    names = [(status.get(key) or {}).get("rayClusterName") for key in ("activeServiceStatus",
+                                                                        "pendingServiceStatus")]
+    return [n for n in names if n]
+
+
+def pods_of(rs: Obj, pods: Iterable[Obj]) -> list[Obj]:
+    """Return the pods of the RayService's clusters (label `ray.io/cluster`), head first."""
+    clusters = set(cluster_names(rs))
+    mine = [p for p in pods if _labels(p).get("ray.io/cluster") in clusters]
+    return sorted(mine, key=lambda p: (_labels(p).get("ray.io/node-type") != "head", _name(p)))
+
+
+# -- fatal signs --------------------------------------------------------------------------------
+
+def _fatal_ready_condition(rs: Obj) -> str | None:
+    ready = _condition((rs.get("status") or {}).get("conditions"), "Ready")
+    if ready and ready.get("status") == "False" and ready.get("reason") in FATAL_READY_REASONS:
+        return f"Ready=False {ready['reason']}: {_short(ready.get('message'))}"
+    return None
+
+
+def _fatal_app_status(rs: Obj) -> str | None:
+    status = rs.get("status") or {}
+    for key in ("pendingServiceStatus", "activeServiceStatus"):
+        block = status.get(key) or {}
+        for app_name, app in (block.get("applicationStatuses") or {}).items():
+            if app.get("status") == "DEPLOY_FAILED":
+                return (f"RayService {_name(rs)}: Serve app {app_name!r} on cluster {block.get('rayClusterName')} "
+                        f"is DEPLOY_FAILED: {_short(app.get('message') or _deployment_messages(app))}")
+            for dep_name, dep in (app.get("serveDeploymentStatuses") or {}).items():
+                if dep.get("status") == "DEPLOY_FAILED":
+                    return (f"RayService {_name(rs)}: Serve deployment {dep_name!r} of app {app_name!r} is "
+                            f"DEPLOY_FAILED: {_short(dep.get('message'))}")
+    return None
+
+
+def _fatal_pod_sign(pods: list[Obj]) -> str | None:
+    for pod in pods:
+        for kind, cs in _container_statuses(pod):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in FATAL_WAITING_REASONS:
+                return (f"pod {_ns_name(pod)} {kind} {cs.get('name')!r} is {waiting['reason']}: "
+                        f"{_short(waiting.get('message'))}{_image_note(cs, waiting['reason'])}")
+            for state in ("state", "lastState"):
+                terminated = (cs.get(state) or {}).get("terminated") or {}
+                if terminated.get("reason") in FATAL_TERMINATED_REASONS:
+                    return (f"pod {_ns_name(pod)} {kind} {cs.get('name')!r} was {terminated['reason']} "
+                            f"(exit code {terminated.get('exitCode')}, {cs.get('restartCount', 0)} restarts): "
+                            "raise its memory limit or lower the engine's memory use")
+    return None
+
+
+def _fatal_cluster_condition(rs: Obj) -> str | None:
+    status = rs.get("status") or {}
+    for key in ("pendingServiceStatus", "activeServiceStatus"):
+        block = status.get(key) or {}
+        conditions = (block.get("rayClusterStatus") or {}).get("conditions")
+        head = _condition(conditions, "HeadPodReady")
+        if head and head.get("status") == "False" and head.get("reason") in FATAL_WAITING_REASONS:
+            return (f"RayCluster {block.get('rayClusterName')}: head pod not ready: {head['reason']}: "
+                    f"{_short(head.get('message'))}")
+        failure = _condition(conditions, "ReplicaFailure")
+        if failure and failure.get("status") == "True":
+            return (f"RayCluster {block.get('rayClusterName')}: pods cannot be created: "
+                    f"{failure.get('reason')}: {_short(failure.get('message'))}")
+    return None
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+def _progress(rs: Obj, pods: list[Obj], obs: Observation) -> Classified:
+    phase = _phase(rs, pods, obs)
+    suspect = _unschedulable_suspect(pods, obs) or _eviction_suspect(pods, obs.events)
+    return Classified(Look(State.PROGRESSING, _detail(rs, pods, phase, obs)), phase, suspect)
+
+
+def _phase(rs: Obj, pods: list[Obj], obs: Observation) -> Phase:
+    """Derive the phase from the live objects alone (so a restarted waiter resumes where it was)."""
+    status = rs.get("status") or {}
+    apps = _current_apps(status)
+    if apps and all(app.get("status") == "RUNNING" for app in apps.values()):
+        return Phase.SERVE_RUNNING
+    if not pods or any(_unscheduled(p) for p in pods):
+        return Phase.GPU_NODES
+    if any(_pulling(p) for p in pods):
+        return Phase.IMAGE_PULL
+    text = " ".join(_deployment_messages(app) for app in apps.values()).lower()
+    if any(word in text for word in ("engine", "loading", "initializ", "compil", "warm")):
+        return Phase.ENGINE_START
+    return Phase.WEIGHT_DOWNLOAD
+
+
+def _detail(rs: Obj, pods: list[Obj], phase: Phase, obs: Observation) -> str:
+    status = rs.get("status") or {}
+    if phase is Phase.GPU_NODES:
+        waiting = [p for p in pods if _unscheduled(p)]
+        gpu_nodes = _gpu_nodes(obs.nodes)
+        ready_gpu = sum(1 for n in gpu_nodes if _gpu_allocatable(n) > 0)
+        if not pods:
+            return f"waiting for the RayCluster's pods (cluster {', '.join(cluster_names(rs)) or 'not named yet'})"
+        return (f"{len(waiting)} of {len(pods)} pod(s) waiting for a node; GPU nodes with allocatable GPUs: "
+                f"{ready_gpu} of {len(gpu_nodes)}")
+    if phase is Phase.IMAGE_PULL:
+        pulling = [_name(p) for p in pods if _pulling(p)]
+        return f"pulling images / starting containers on {len(pulling)} pod(s): {', '.join(pulling)}"
+    apps = _current_apps(status)
+    which = "pending" if (status.get("pendingServiceStatus") or {}).get("rayClusterName") else "active"
+    apps_text = _apps_text(apps) if apps else "no Serve apps reported yet"
+    if phase is Phase.SERVE_RUNNING:
+        ready = _condition(status.get("conditions"), "Ready") or {}
+        return (f"apps {apps_text}; waiting for the serve endpoints (Ready={ready.get('status', '?')} "
+                f"{ready.get('reason', '')}, endpoints={status.get('numServeEndpoints') or 0}, "
+                f"observedGeneration={status.get('observedGeneration')} of "
+                f"{(rs.get('metadata') or {}).get('generation')})")
+    return f"{phase.value}: {which} cluster apps {apps_text}"
+
+
+def _unschedulable_suspect(pods: list[Obj], obs: Observation) -> str | None:
+    stuck = [p for p in pods if _unscheduled(p)]
+    if not stuck or obs.gpu_capacity_coming or _scale_up_triggered(obs.events, stuck):
+        return None
+    coming = [n for n in _gpu_nodes(obs.nodes) if _gpu_allocatable(n) == 0 or not _node_ready(n)]
+    if coming:
+        return None
+    pod = stuck[0]
+    scheduled = _condition((pod.get("status") or {}).get("conditions"), "PodScheduled") or {}
+    return (f"pod {_ns_name(pod)} is unschedulable ({_short(scheduled.get('message')) or 'no message'}) "
+            f"and no GPU capacity is coming: no GPU node is starting and no scale-up was triggered; "
+            f"check the GPU node pool (size, accelerator, taints) and the pod's GPU request")
+
+
+def _eviction_suspect(pods: list[Obj], events: list[Obj]) -> str | None:
+    names = {_name(p) for p in pods}
+    evicted = [e for e in events if e.get("reason") == "Evicted" and _event_object(e) in names]
+    evicted += [p for p in pods if (p.get("status") or {}).get("reason") == "Evicted"]
+    if not evicted:
+        return None
+    return (f"{len(evicted)} eviction(s) of the RayCluster's pods (last: {_short(_event_message(evicted[-1]))}); "
+            "the model download is restarting; give the GPU nodes more local disk (Local SSD)")
+
+
+# -- small readers ------------------------------------------------------------------------------
+
+def _condition(conditions: list[Obj] | None, kind: str) -> Obj | None:
+    return next((c for c in conditions or [] if c.get("type") == kind), None)
+
+
+def _name(obj: Obj) -> str:
+    return (obj.get("metadata") or {}).get("name", "?")
+
+
+def _ns_name(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _short(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
+
+
+def _container_statuses(pod: Obj) -> list[tuple[str, Obj]]:
+    status = pod.get("status") or {}
+    return ([("init container", cs) for cs in status.get("initContainerStatuses") or []]
+            + [("container", cs) for cs in status.get("containerStatuses") or []])
+
+
+def _image_note(cs: Obj, reason: str) -> str:
+    if "Image" in reason and cs.get("image"):
+        return f" (image {cs['image']})"
+    return ""
+
+
+def _unscheduled(pod: Obj) -> bool:
+    scheduled = _condition((pod.get("status") or {}).get("conditions"), "PodScheduled")
+    return not (pod.get("spec") or {}).get("nodeName") and (scheduled is None or scheduled.get("status") != "True")
+
+
+def _pulling(pod: Obj) -> bool:
+    """Scheduled, but some container has not started yet (image pull, container creation)."""
+    if _unscheduled(pod):
+        return False
+    statuses = [cs for kind, cs in _container_statuses(pod) if kind == "container"]
+    return not statuses or any("waiting" in (cs.get("state") or {}) for cs in statuses)
+
+
+def _current_apps(status: Obj) -> dict[str, Obj]:
+    pending = status.get("pendingServiceStatus") or {}
+    if pending.get("rayClusterName"):
+        return pending.get("applicationStatuses") or {}
+    return (status.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
+
+
+def _app_healthy(app: Obj) -> bool:
+    deployments = app.get("serveDeploymentStatuses") or {}
+    return app.get("status") == "RUNNING" and all(d.get("status") == "HEALTHY" for d in deployments.values())
+
+
+def _apps_text(apps: dict[str, Obj]) -> str:
+    parts = []
+    for app_name, app in sorted(apps.items()):
+        deps = app.get("serveDeploymentStatuses") or {}
+        inner = ", ".join(f"{d} {s.get('status')}" for d, s in sorted(deps.items()))
+        parts.append(f"{app_name} {app.get('status')}" + (f" ({inner})" if inner else ""))
+    return "; ".join(parts)
+
+
+def _deployment_messages(app: Obj) -> str:
+    messages = [app.get("message") or ""] + [d.get("message") or ""
+                                             for d in (app.get("serveDeploymentStatuses") or {}).values()]
+    return " ".join(m for m in messages if m)
+
+
+def _gpu_nodes(nodes: list[Obj]) -> list[Obj]:
+    return [n for n in nodes if GPU_NODE_LABEL in _labels(n)
+            or GPU_RESOURCE in ((n.get("status") or {}).get("capacity") or {})]
+
+
+def _gpu_allocatable(node: Obj) -> int:
+    value = ((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, "0")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _node_ready(node: Obj) -> bool:
+    ready = _condition((node.get("status") or {}).get("conditions"), "Ready")
+    return bool(ready) and ready.get("status") == "True"
+
+
+def _event_object(event: Obj) -> str | None:
+    ref = event.get("involvedObject") or event.get("regarding") or {}
+    return ref.get("name")
+
+
+def _event_message(obj: Obj) -> str:
+    return obj.get("message") or obj.get("note") or (obj.get("status") or {}).get("message") or ""
+
+
+def _scale_up_triggered(events: list[Obj], pods: list[Obj]) -> bool:
+    names = {_name(p) for p in pods}
+    return any(e.get("reason") == "TriggeredScaleUp" and _event_object(e) in names for e in events)

@@ -1,0 +1,212 @@
+"""Wait for the RayService to serve: watch-driven, with phase budgets and a fast failure path.
+
+A first load of DeepSeek-R1 takes 20-30 minutes (GPU nodes, image pull, weight download, engine
+start, Serve RUNNING). Each look lists the RayService and its pods and events and classifies them
+(`ray_service_readiness`); between looks the waiter *watches* the RayService, so a status change
+is seen at once, and it looks again at least every `look_interval_s` anyway because pod-level
+signs (a worker's ImagePullBackOff) do not always touch the RayService.
+
+The waiter keeps no state that matters across restarts: the phase is derived from the live objects,
+so a flow restarted mid-wait simply resumes (the current phase's budget starts afresh).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prefect import task
+
+from blocks.errors import RolloutFailed, TransientError, WaitTimedOut, only_transient_errors
+from blocks.spec import StackSpec
+from tasks.clock import Clock, SystemClock
+from tasks.gateways.kube import EVENT, NODE, POD, RAY_SERVICE, KubeApi, KubeUnavailable, WatchExpired
+from tasks.ray_service_progress import ProgressReport, artifact_key, run_logger
+from tasks.ray_service_readiness import Classified, Observation, Phase, classify_ray_service, cluster_names
+from tasks.waiting import Look, State
+
+log = logging.getLogger(__name__)
+
+PHASE_PERCENT = {Phase.GPU_NODES: 5.0, Phase.IMAGE_PULL: 20.0, Phase.WEIGHT_DOWNLOAD: 40.0,
+                 Phase.ENGINE_START: 70.0, Phase.SERVE_RUNNING: 90.0}
+
+
+@dataclass(frozen=True)
+class PhaseBudgets:
+    """How long (seconds of the driven world) each phase may last before it counts as stalled."""
+
+    gpu_nodes_s: float = 45 * 60          # A3 pools: VM boot + driver install, 10-45 min (gke.md section 7)
+    image_pull_s: float = 20 * 60         # ray-llm images are ~15 GB; image streaming makes it minutes
+    weight_download_s: float = 45 * 60    # 640+ GB of DeepSeek-R1 weights
+    engine_start_s: float = 30 * 60       # vLLM load, NCCL init, CUDA graphs
+    serve_running_s: float = 10 * 60      # services, endpoints, Ready condition
+
+    def of(self, phase: Phase) -> float:
+        return getattr(self, phase.value.replace("-", "_") + "_s")
+
+
+@dataclass(frozen=True)
+class WaitSettings:
+    """Knobs of the wait, in seconds of the driven world (simulated seconds against the sandbox)."""
+
+    timeout_s: float
+    budgets: PhaseBudgets = PhaseBudgets()
+    suspect_grace_s: float = 120.0        # e.g. unschedulable with no capacity: give a scale-up this long
+    look_interval_s: float = 15.0         # longest gap between two looks
+    min_look_gap_s: float = 2.0           # shortest gap (the operator reconciles every 2 s)
+    transient_budget_s: float = 300.0     # how long API trouble is ridden out before giving up
+
+
+class _Judge:
+    """Turns classified looks into a verdict: the deadline, the phase budgets, persistent suspects."""
+
+    def __init__(self, what: str, settings: WaitSettings, clock: Clock):
+        self.what, self.settings, self.clock = what, settings, clock
+        self.deadline = clock.monotonic() + settings.timeout_s
+        self.phase: Phase | None = None
+        self.phase_since = self.suspect_since = 0.0
+        self.suspect: str | None = None
+
+    def judge(self, c: Classified) -> None:
+        """Raise RolloutFailed / WaitTimedOut if `c` ends the wait badly; return otherwise."""
+        now, s = self.clock.monotonic(), self.settings
+        if c.look.state is State.FATAL:
+            raise RolloutFailed(f"{self.what} [{c.phase.value}]: {c.look.detail}")
+        if c.look.state is State.READY:
+            return
+        if c.phase is not self.phase:
+            self.phase, self.phase_since = c.phase, now
+        if c.suspect is None:
+            self.suspect = None
+        elif self.suspect is None:
+            self.suspect, self.suspect_since = c.suspect, now
+        if self.suspect is not None and now - self.suspect_since >= s.suspect_grace_s:
+            raise RolloutFailed(f"{self.what} [{c.phase.value}]: {c.suspect} "
+                                f"(persisted {now - self.suspect_since:.0f}s)")
+        budget = s.budgets.of(c.phase)
+        if now - self.phase_since > budget:
+            raise WaitTimedOut(f"{self.what}: stalled in phase {c.phase.value} for {now - self.phase_since:.0f}s "
+                               f"(budget {budget:.0f}s); last seen: {c.look.detail}")
+        if now > self.deadline:
+            raise WaitTimedOut(f"{self.what} not ready after {s.timeout_s:.0f}s (phase {c.phase.value}); "
+                               f"last seen: {c.look.detail}")
+
+    def next_look_in(self) -> float:
+        """Seconds until the next look is due (a deadline or a grace period may end sooner)."""
+        now, s = self.clock.monotonic(), self.settings
+        due = [s.look_interval_s, self.deadline - now]
+        if self.phase is not None:
+            due.append(self.phase_since + s.budgets.of(self.phase) - now)
+        if self.suspect is not None:
+            due.append(self.suspect_since + s.suspect_grace_s - now)
+        return max(s.min_look_gap_s, min(due))
+
+
+def observe(kube: KubeApi, namespace: str, name: str, *,
+            capacity_coming: Callable[[], bool] | None = None) -> tuple[Observation, str]:
+    """Read the RayService, its pods and events (and the nodes when pods wait for one).
+
+    Returns the observation and the RayService list's resourceVersion (where a watch continues).
+    """
+    listed = kube.list(RAY_SERVICE, namespace, field_selector=f"metadata.name={name}")
+    rs = listed.items[0] if listed.items else None
+    if rs is None:
+        return Observation(None), listed.resource_version
+    clusters = cluster_names(rs)
+    pods = (kube.list(POD, namespace, label_selector=f"ray.io/cluster in ({','.join(clusters)})").items
+            if clusters else [])
+    events = kube.list(EVENT, namespace).items
+    obs = Observation(rs, pods, events)
+    first = classify_ray_service(obs)
+    if first.suspect or first.phase is Phase.GPU_NODES:
+        coming = bool(capacity_coming()) if capacity_coming is not None else False
+        obs = Observation(rs, pods, events, kube.list(NODE).items, gpu_capacity_coming=coming)
+    return obs, listed.resource_version
+
+
+def _wait_for_change(kube: KubeApi, namespace: str, name: str, resource_version: str, *,
+                     wait_s: float, clock: Clock) -> None:
+    """Block until the RayService changes or `wait_s` (driven-world seconds) pass."""
+    scale = float(getattr(clock, "time_scale", 1.0))     # the watch's timeouts are wall seconds
+    wall_s = max(0.05, wait_s / scale)
+    started = clock.monotonic()
+    try:
+        for event in kube.watch(RAY_SERVICE, namespace, resource_version=resource_version,
+                                timeout_s=max(1.0, wall_s), idle_timeout_s=wall_s,
+                                field_selector=f"metadata.name={name}"):
+            if event.type != "BOOKMARK":
+                return
+            if clock.monotonic() - started >= wait_s:
+                return
+    except WatchExpired:
+        return                                            # list again and watch from the new version
+
+
+def _report(progress: ProgressReport, c: Classified) -> None:
+    percent = 100.0 if c.look.state is State.READY else PHASE_PERCENT[c.phase]
+    progress.report(percent, f"{c.phase.value}: {c.look.detail}")
+
+
+def _look_once(kube: KubeApi, namespace: str, name: str, judge: _Judge, progress: ProgressReport,
+               capacity_coming: Callable[[], bool] | None) -> tuple[Classified, str]:
+    obs, resource_version = observe(kube, namespace, name, capacity_coming=capacity_coming)
+    c = classify_ray_service(obs)
+    _report(progress, c)
+    judge.judge(c)
+    return c, resource_version
+
+
+def wait_for_ray_service(kube: KubeApi, namespace: str, name: str, *, settings: WaitSettings, clock: Clock,
+                         capacity_coming: Callable[[], bool] | None = None,
+                         progress: ProgressReport | None = None) -> Look:
+    """Wait until the RayService serves; see `wait_for_ray_service_ready` for the contract."""
+    what = f"RayService {namespace}/{name}"
+    judge = _Judge(what, settings, clock)
+    progress = progress or ProgressReport(what, key=artifact_key(name, "model-load"), log=run_logger(log))
+    trouble_since: float | None = None
+    while True:
+        try:
+            c, resource_version = _look_once(kube, namespace, name, judge, progress, capacity_coming)
+            if c.look.state is State.READY:
+                return c.look
+            trouble_since = None
+            started = clock.monotonic()
+            _wait_for_change(kube, namespace, name, resource_version, wait_s=judge.next_look_in(), clock=clock)
+        except TransientError as e:
+            trouble_since = _ride_out(e, trouble_since, what, settings, clock, progress)
+            continue
+        gap = clock.monotonic() - started
+        if gap < settings.min_look_gap_s:
+            clock.sleep(settings.min_look_gap_s - gap)   # a burst of status updates: do not hammer the API
+
+
+def _ride_out(error: TransientError, since: float | None, what: str, settings: WaitSettings, clock: Clock,
+              progress: ProgressReport) -> float:
+    """Log a transient API failure and pause; re-raise it once trouble has lasted too long."""
+    now = clock.monotonic()
+    since = now if since is None else since
+    if now - since > settings.transient_budget_s:
+        raise error
+    progress.log.warning("%s: API trouble, retrying: %s", what, error)
+    clock.sleep(min(settings.look_interval_s, 10.0) if not isinstance(error, KubeUnavailable) else 5.0)
+    return since
+
+
+@task(retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=only_transient_errors)
+def wait_for_ray_service_ready(kube: KubeApi, spec: StackSpec, *, clock: Clock | None = None,
+                               settings: WaitSettings | None = None,
+                               capacity_coming: Callable[[], bool] | None = None) -> Look:
+    """Wait until the stack's RayService serves as reference/kuberay.md section 0 defines.
+
+    Returns the READY look. Raises RolloutFailed within about a minute of a fatal sign
+    (ImagePullBackOff, CrashLoopBackOff, OOMKilled, DEPLOY_FAILED, ValidationFailed,
+    InitializingTimeout) or once a suspect sign (pods unschedulable with no GPU capacity coming)
+    outlasts its grace period; WaitTimedOut when a phase overruns its budget or after
+    `spec.timeouts.model_load_s`. `capacity_coming` says whether GPU nodes are being created (e.g.
+    the node pool operation is running). Stateless across restarts: call it again to resume.
+    Transient API failures are ridden out for `transient_budget_s`, then retried by Prefect.
+    """
+    settings = settings or WaitSettings(timeout_s=spec.timeouts.model_load_s)
+    return wait_for_ray_service(kube, spec.serving.namespace, spec.serving.ray_service_name,
+                                settings=settings, clock=clock or SystemClock(), capacity_coming=capacity_coming)
