@@ -39,6 +39,9 @@ def start_server(app, *, port: int = 0, certfile: str | None = None, keyfile: st
     """Start `app` on 127.0.0.1:`port` in a daemon thread and return once it accepts connections."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this: without it a keep-alive response written in two parts waits
+    # for the client's delayed ACK, ~40 ms per request (Nagle), which is minutes at a high time scale.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((HOST, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
