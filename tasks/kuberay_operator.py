@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from blocks.errors import PermanentError, only_transient_errors
 from blocks.labels import owner_labels
@@ -195,7 +196,7 @@ def plan_operator(rendered: list[dict[str, Any]], live: list[dict[str, Any] | No
     return [want for want, have in zip(rendered, live, strict=True) if have is None or not is_subset(want, have)]
 
 
-@task(retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=only_transient_errors)
+@task(retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=only_transient_errors, cache_policy=NO_CACHE)
 def ensure_kuberay_operator(kube: KubeApi, spec: StackSpec, *, clock: Clock | None = None,
                             vendor_root: Path | None = None) -> OperatorResult:
     """Make the cluster run the pinned KubeRay operator, then wait until it can serve RayServices.

@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from blocks.errors import DriftError, NotOursError, only_transient_errors
@@ -110,7 +111,7 @@ def plan_ray_service(live: dict[str, Any] | None, desired: dict[str, Any], *, st
     return RayServicePlan(Action.RECREATE if strategy == "None" else Action.NEW_CLUSTER, paths)
 
 
-@task(retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=only_transient_errors)
+@task(retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=only_transient_errors, cache_policy=NO_CACHE)
 def ensure_ray_service(kube: KubeApi, spec: StackSpec, *, hf_token: str | SecretStr | None = None,
                        lease_expiry_epoch_s: int | None = None, run_id: str | None = None,
                        clock: Clock | None = None) -> RayServiceResult:
@@ -154,7 +155,7 @@ def _ensure_secret(kube: KubeApi, manifest: dict[str, Any], stack: str) -> bool:
     return True
 
 
-@task(retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=only_transient_errors)
+@task(retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=only_transient_errors, cache_policy=NO_CACHE)
 def delete_ray_service(kube: KubeApi, spec: StackSpec, *, clock: Clock | None = None,
                        timeout_s: float | None = None, interval_s: float = 5.0) -> bool:
     """Delete the stack's RayService and wait until its RayClusters and their pods are gone.

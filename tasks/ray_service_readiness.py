@@ -31,6 +31,8 @@ FATAL_READY_REASONS = frozenset({"ValidationFailed", "InitializingTimeout"})
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
 MESSAGE_CHARS = 300
+SCHEDULING_WORDS = "to be scheduled"     # Serve: "replicas that have taken more than 30s to be scheduled"
+ENGINE_WORDS = ("engine", "safetensors", "cuda graph", "compil", "warm")
 
 
 class Phase(str, Enum):
@@ -174,7 +176,8 @@ def _fatal_cluster_condition(rs: Obj) -> str | None:
 
 def _progress(rs: Obj, pods: list[Obj], obs: Observation) -> Classified:
     phase = _phase(rs, pods, obs)
-    suspect = _unschedulable_suspect(pods, obs) or _eviction_suspect(pods, obs.events)
+    suspect = (_unschedulable_suspect(pods, obs) or _unplaceable_replica_suspect(rs, pods)
+               or _eviction_suspect(pods, obs.events))
     return Classified(Look(State.PROGRESSING, _detail(rs, pods, phase, obs)), phase, suspect)
 
 
@@ -189,7 +192,11 @@ def _phase(rs: Obj, pods: list[Obj], obs: Observation) -> Phase:
     if any(_pulling(p) for p in pods):
         return Phase.IMAGE_PULL
     text = " ".join(_deployment_messages(app) for app in apps.values()).lower()
-    if any(word in text for word in ("engine", "loading", "initializ", "compil", "warm")):
+    if SCHEDULING_WORDS in text:
+        return Phase.GPU_NODES
+    # Serve's status does not tell a weight download from an engine start (both are the replica's
+    # constructor: "taken more than 30s to initialize"); only an explicit engine message does.
+    if any(word in text for word in ENGINE_WORDS):
         return Phase.ENGINE_START
     return Phase.WEIGHT_DOWNLOAD
 
@@ -231,6 +238,19 @@ def _unschedulable_suspect(pods: list[Obj], obs: Observation) -> str | None:
     return (f"pod {_ns_name(pod)} is unschedulable ({_short(scheduled.get('message')) or 'no message'}) "
             f"and no GPU capacity is coming: no GPU node is starting and no scale-up was triggered; "
             f"check the GPU node pool (size, accelerator, taints) and the pod's GPU request")
+
+
+def _unplaceable_replica_suspect(rs: Obj, pods: list[Obj]) -> str | None:
+    """Every Ray pod runs, yet Serve cannot place the replica: the cluster lacks what it asks for."""
+    if not pods or any(_unscheduled(p) or _pulling(p) for p in pods):
+        return None
+    for app_name, app in _current_apps(rs.get("status") or {}).items():
+        for dep_name, dep in (app.get("serveDeploymentStatuses") or {}).items():
+            if SCHEDULING_WORDS in (dep.get("message") or ""):
+                return (f"Serve deployment {dep_name!r} of app {app_name!r} cannot be placed although all "
+                        f"{len(pods)} Ray pods run: {_short(dep.get('message'))} (check accelerator_type, "
+                        "tensor/pipeline parallel sizes against worker GPUs)")
+    return None
 
 
 def _eviction_suspect(pods: list[Obj], events: list[Obj]) -> str | None:

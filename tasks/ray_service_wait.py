@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from blocks.errors import RolloutFailed, TransientError, WaitTimedOut, only_transient_errors
 from blocks.spec import StackSpec
@@ -38,7 +39,9 @@ class PhaseBudgets:
 
     gpu_nodes_s: float = 45 * 60          # A3 pools: VM boot + driver install, 10-45 min (gke.md section 7)
     image_pull_s: float = 20 * 60         # ray-llm images are ~15 GB; image streaming makes it minutes
-    weight_download_s: float = 45 * 60    # 640+ GB of DeepSeek-R1 weights
+    # 640+ GB of DeepSeek-R1 weights, and usually the engine start too: Serve's status tells the two
+    # apart only when its message names the engine (see ray_service_readiness._phase).
+    weight_download_s: float = 50 * 60
     engine_start_s: float = 30 * 60       # vLLM load, NCCL init, CUDA graphs
     serve_running_s: float = 10 * 60      # services, endpoints, Ready condition
 
@@ -193,7 +196,7 @@ def _ride_out(error: TransientError, since: float | None, what: str, settings: W
     return since
 
 
-@task(retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=only_transient_errors)
+@task(retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=only_transient_errors, cache_policy=NO_CACHE)
 def wait_for_ray_service_ready(kube: KubeApi, spec: StackSpec, *, clock: Clock | None = None,
                                settings: WaitSettings | None = None,
                                capacity_coming: Callable[[], bool] | None = None) -> Look:

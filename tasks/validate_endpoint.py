@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from blocks.errors import ValidationFailed
 from blocks.spec import StackSpec
@@ -147,7 +148,7 @@ def check_endpoint(llm: LlmApi, spec: StackSpec, *, clock: Clock) -> ValidationR
     return report
 
 
-@task(retries=0)
+@task(retries=0, cache_policy=NO_CACHE)
 def validate_llm_endpoint(kube: KubeApi | None, spec: StackSpec, *, clock: Clock | None = None,
                           llm: LlmApi | None = None) -> ValidationReport:
     """Validate the served model with one real chat completion; record the result as artifacts.

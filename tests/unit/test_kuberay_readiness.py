@@ -222,3 +222,24 @@ def test_the_classifier_does_not_modify_its_input():
     before = copy.deepcopy((rs, pods))
     classify(rs, pods)
     assert (rs, pods) == before
+
+
+def test_a_replica_that_cannot_be_placed_while_all_pods_run_is_a_suspect():
+    message = ("Deployment 'LLMServer:deepseek' in application 'llm_app' has 1 replicas that have taken more "
+               "than 30s to be scheduled. Resources required for each replica: {'GPU': 16}")
+    rs = ray_service(pending=cluster_status(apps("DEPLOYING", deps=(("LLMServer:deepseek", "UPDATING"),))))
+    rs["status"]["pendingServiceStatus"]["applicationStatuses"]["llm_app"]["serveDeploymentStatuses"][
+        "LLMServer:deepseek"]["message"] = message
+    c = classify(rs, [head_pod(), worker(1), worker(2, ready=False)])
+    assert c.phase is Phase.GPU_NODES and c.look.state is State.PROGRESSING
+    assert c.suspect and "cannot be placed" in c.suspect
+    c = classify(rs, [head_pod(), worker(1), worker(2, ready=False, waiting=("ContainerCreating", ""))])
+    assert c.suspect is None and c.phase is Phase.IMAGE_PULL
+
+
+def test_the_slow_initialize_message_stays_in_weight_download():
+    message = "Deployment 'LLMServer:deepseek' has 1 replicas that have taken more than 30s to initialize."
+    rs = ray_service(pending=cluster_status(apps("DEPLOYING", deps=(("LLMServer:deepseek", "UPDATING"),))))
+    rs["status"]["pendingServiceStatus"]["applicationStatuses"]["llm_app"]["serveDeploymentStatuses"][
+        "LLMServer:deepseek"]["message"] = message
+    assert classify(rs, [head_pod(), worker(1)]).phase is Phase.WEIGHT_DOWNLOAD
