@@ -186,6 +186,13 @@ class Lifecycle:
             {"code": "GCE_STOCKOUT", "message": message, "canonicalCode": "RESOURCE_EXHAUSTED"}])
         return message
 
+    def play_quick(self, op: OperationRecord) -> None:
+        """A metadata-only operation (labels): DONE shortly after it starts running."""
+        def done() -> None:
+            with self.state.lock:
+                self.finish(op)
+        self.after(self.profile["operation_pending_s"] + self.profile.get("labels_update_s", 5), done)
+
     def play_pool_delete(self, cluster: ClusterRecord, pool: PoolRecord, op: OperationRecord) -> None:
         self.after(self.profile["node_pool"]["delete_s"], lambda: self._pool_deleted(cluster, pool, op))
 

@@ -21,7 +21,11 @@ from sandbox.hooks import ClusterHooks, ClusterRef
 
 _DOING = {"CREATE_CLUSTER": "creating cluster {}", "DELETE_CLUSTER": "deleting cluster {}",
           "CREATE_NODE_POOL": "creating a node pool for cluster {}",
-          "DELETE_NODE_POOL": "deleting a node pool for cluster {}"}
+          "DELETE_NODE_POOL": "deleting a node pool for cluster {}",
+          "SET_LABELS": "setting labels on cluster {}", "UPGRADE_NODES": "updating a node pool of cluster {}"}
+# UpdateNodePoolRequest fields the sandbox carries out (identity fields aside); others answer 400.
+_POOL_UPDATES = {"resourceLabels", "labels"}
+_POOL_IDENTITY = {"name", "projectId", "zone", "clusterId", "nodePoolId"}
 
 
 class GkeService:
@@ -122,6 +126,43 @@ class GkeService:
             op = self.lifecycle.start(cluster, "DELETE_NODE_POOL", pool.resource["selfLink"])
             pool.resource["status"] = "STOPPING"
         self.lifecycle.play_pool_delete(cluster, pool, op)
+        return dict(op.resource)
+
+    # -- labels: short operations that hold the cluster, as GKE's do ----------------------------
+    def set_cluster_labels(self, version: str, project: str, location: str, name: str,
+                           body: bytes) -> dict[str, Any]:
+        """`clusters.setResourceLabels`: replace the labels if the fingerprint is current."""
+        request = wire.parse_request(version, "SetLabelsRequest", body)
+        with self.state.lock:
+            cluster = self._cluster(project, location, name)
+            if request.label_fingerprint != cluster.resource.get("labelFingerprint", ""):
+                raise errors.precondition("Labels could not be set due to fingerprint mismatch. Get the cluster "
+                                          "again and retry with its current labelFingerprint.")
+            self._check_mutable(cluster)
+            labels = dict(request.resource_labels)
+            cluster.resource.update(resourceLabels=labels, labelFingerprint=resources.fingerprint(labels)[:8])
+            op = self.lifecycle.start(cluster, "SET_LABELS", cluster.resource["selfLink"])
+        self.lifecycle.play_quick(op)
+        return dict(op.resource)
+
+    def update_node_pool(self, version: str, project: str, location: str, cluster_name: str, name: str,
+                         body: bytes) -> dict[str, Any]:
+        """`nodePools.update` for labels (GCE resource labels, Kubernetes node labels) only."""
+        changes = wire.to_stored(wire.parse_request(version, "UpdateNodePoolRequest", body))
+        unsupported = sorted(set(changes) - _POOL_UPDATES - _POOL_IDENTITY)
+        if unsupported or not set(changes) & _POOL_UPDATES:
+            raise errors.invalid(f"The GKE sandbox updates only {sorted(_POOL_UPDATES)} of a node pool; "
+                                 f"got {sorted(set(changes) - _POOL_IDENTITY) or 'nothing to update'}.")
+        with self.state.lock:
+            cluster = self._cluster(project, location, cluster_name)
+            pool = self._pool(cluster, name)
+            self._check_mutable(cluster)
+            config = pool.resource.setdefault("config", {})
+            for key in sorted(set(changes) & _POOL_UPDATES):
+                config[key] = dict(changes[key].get("labels", {}))
+            pool.resource["etag"] = resources.fingerprint(pool.resource)
+            op = self.lifecycle.start(cluster, "UPGRADE_NODES", pool.resource["selfLink"])
+        self.lifecycle.play_quick(op)
         return dict(op.resource)
 
     # -- operations and config ------------------------------------------------------------------
