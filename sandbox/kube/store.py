@@ -75,6 +75,11 @@ class ObjectStore:
     def resource_version(self) -> int:
         return self._last_rv
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The store's re-entrant lock: hold it to make a read-check-write sequence atomic."""
+        return self._lock
+
     def get(self, resource: ResourceKey, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._lock:
             obj = self._objects.get((*resource, namespace, name))
@@ -174,6 +179,23 @@ class ObjectStore:
             del self._objects[key]
             meta["resourceVersion"] = str(self._next_rv())
             self._emit("DELETED", resource, live, stamp=False)
+            return copy.deepcopy(live)
+
+    def mark_deleting(self, resource: ResourceKey, namespace: str | None, name: str,
+                      grace_period_s: int) -> dict[str, Any]:
+        """Start a graceful deletion: set `deletionTimestamp` and `deletionGracePeriodSeconds` (pods).
+
+        The object stays until someone calls `delete` again once the grace period is over.
+        """
+        with self._lock:
+            live = self._objects.get((*resource, namespace, name))
+            if live is None:
+                raise NotFound(f'{resource[1]} "{name}" not found')
+            meta = live["metadata"]
+            if not meta.get("deletionTimestamp"):
+                meta["deletionTimestamp"] = self._now()
+                meta["deletionGracePeriodSeconds"] = int(grace_period_s)
+                self._emit("MODIFIED", resource, live)
             return copy.deepcopy(live)
 
     # -- change feed ----------------------------------------------------------------------------
