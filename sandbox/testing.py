@@ -22,6 +22,7 @@ from sandbox.hooks import ClusterHooks
 
 T = TypeVar("T")
 TEST_TIME_SCALE = 600.0     # a 9-minute A3 pool create takes under a second
+FAST_TIME_SCALE = 3000.0    # for tests that only need operations to finish (a cluster create in ~0.1 s)
 
 
 @contextmanager
@@ -56,6 +57,6 @@ def pool_inventory(sandbox: Sandbox, cluster: str, pool: str) -> dict[str, Any] 
 
 @pytest.fixture
 def gke_sandbox() -> Iterator[Sandbox]:
-    """A fresh sandbox per test at 600x, GKE only (no Kubernetes hooks)."""
-    with running_sandbox() as sandbox:
+    """A fresh sandbox per test at 3000x, GKE only (no Kubernetes hooks)."""
+    with running_sandbox(time_scale=FAST_TIME_SCALE) as sandbox:
         yield sandbox
