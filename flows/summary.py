@@ -1,0 +1,65 @@
+"""The run summary a person reads in the Prefect UI: endpoint, answer, timeline and cost. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blocks.spec import StackSpec
+from flows.timeline import Timeline
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    gpu_node_hours: float
+    usd: float
+    price_per_node_hour_usd: float
+    price_source: str
+
+
+def estimate_cost(spec: StackSpec, gpu_billed_since_s: float | None, now_s: float) -> CostEstimate:
+    """GPU node-hours since the pool's VMs were requested, times the stack's price (an upper bound:
+    GCP bills from VM start, which comes a little after the request)."""
+    hours = 0.0 if gpu_billed_since_s is None else max(0.0, now_s - gpu_billed_since_s) / 3600
+    node_hours = hours * spec.gpu_pool.node_count
+    price = spec.lifecycle.price_per_node_hour_usd
+    return CostEstimate(node_hours, node_hours * price, price, spec.lifecycle.price_source)
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def timeline_table(timeline: Timeline) -> str:
+    rows = ["| phase | starts at | took | outcome |", "|---|---|---|---|"]
+    rows += [f"| {r['phase']} | +{_fmt_s(r['start_s'])} | {_fmt_s(r['duration_s'])} | {r['outcome']} |"
+             for r in timeline.as_rows()]
+    return "\n".join(rows)
+
+
+def spin_up_summary(spec: StackSpec, timeline: Timeline, *, endpoint: str, answer: str,
+                    latency_s: float | None, tokens_per_s: float | None, cost: CostEstimate,
+                    placement: str) -> str:
+    """Markdown for the spin-up's summary artifact."""
+    answer_tail = answer.split("</think>")[-1].strip()
+    return "\n".join([
+        f"# {spec.name}: serving `{spec.serving.model_id}` ({spec.serving.model_source})",
+        "",
+        f"- **Endpoint**: `{endpoint}`",
+        f"- **GPU pool**: {spec.gpu_pool.node_count} x {spec.gpu_pool.machine_type} ({placement})",
+        f"- **Ready after**: {_fmt_s(timeline.elapsed_s())}",
+        f"- **Validation latency**: {_fmt_s(latency_s)}"
+        + (f", {tokens_per_s:.1f} tokens/s" if tokens_per_s else ""),
+        f"- **Estimated GPU cost so far**: ${cost.usd:,.2f} ({cost.gpu_node_hours:.2f} node-hours at "
+        f"${cost.price_per_node_hour_usd:.2f}/node-hour; {cost.price_source})",
+        "",
+        "## Answer",
+        "",
+        "> " + answer_tail.replace("\n", "\n> "),
+        "",
+        "## Timeline",
+        "",
+        timeline_table(timeline),
+    ])
