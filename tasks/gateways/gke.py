@@ -214,6 +214,13 @@ class GkeGateway:
         return self._absent_is_none(f"get cluster {ref.path}", lambda: self._client.get_cluster(
             name=ref.path, retry=None, timeout=_READ_TIMEOUT_S))
 
+    def list_clusters(self, project: str, location: str) -> list[T.Cluster]:
+        """Return the clusters in `location` ("-" for every location) of `project`."""
+        parent = f"projects/{project}/locations/{location}"
+        response = self._call(f"list clusters in {parent}", lambda: self._client.list_clusters(
+            parent=parent, retry=None, timeout=_READ_TIMEOUT_S))
+        return list(response.clusters)
+
     def create_cluster(self, ref: ClusterRef, cluster: T.Cluster) -> T.Operation:
         """Start creating `cluster` in `ref`'s location. Raises AlreadyExists on 409."""
         return self._call(f"create cluster {ref.path}", lambda: self._client.create_cluster(
