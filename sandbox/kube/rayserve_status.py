@@ -1,0 +1,195 @@
+"""How a Serve application's state evolves: replica placement, weight download, engine start, failure.
+
+Split from `rayserve.py` (which owns the config and the dashboard API); the functions here read the
+cluster's Ray worker pods from the store and compute app/deployment statuses as Ray Serve words them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from sandbox.kube.controllers.base import NODES, PODS, take_fault
+from sandbox.kube.controllers.resources import GPU, RAY_ACCELERATOR, parse_quantity
+
+if TYPE_CHECKING:
+    from sandbox.kube.context import ClusterContext
+    from sandbox.kube.rayserve import AppRun, RayServe
+
+INF = math.inf
+
+
+def running_workers(ctx: ClusterContext, namespace: str, cluster: str) -> list[dict[str, Any]]:
+    """Ray worker pods of `cluster` whose container runs: name, uid, restarts, GPUs, accelerator."""
+    pods, _ = ctx.store.list(PODS, namespace, f"ray.io/cluster={cluster},ray.io/node-type=worker")
+    workers = []
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status") or {}
+        containers = status.get("containerStatuses") or []
+        if pod["metadata"].get("deletionTimestamp") or status.get("phase") != "Running" or not containers:
+            continue
+        if "running" not in (containers[0].get("state") or {}):
+            continue
+        limits = ((pod["spec"]["containers"][0].get("resources") or {}).get("limits") or {})
+        node = ctx.store.get(NODES, None, pod["spec"].get("nodeName", "")) or {"metadata": {}}
+        accel = (node["metadata"].get("labels") or {}).get("cloud.google.com/gke-accelerator")
+        workers.append({"name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"],
+                        "restarts": int(containers[0].get("restartCount", 0)),
+                        "gpus": int(parse_quantity(limits.get(GPU, "0"))), "accel": RAY_ACCELERATOR.get(accel)})
+    return workers
+
+
+def place_replica(serve: RayServe, run: AppRun, workers: list[dict[str, Any]], now: float) -> None:
+    """Place, keep, or lose `run`'s LLM replica given the running workers (mutates `run`)."""
+    if run.import_error or not run.llms:
+        return
+    need = sum(llm.gpus for llm in run.llms)
+    accel = run.llms[0].accelerator
+    chosen, have = [], 0
+    for worker in workers:
+        if worker["gpus"] and (accel is None or worker["accel"] == accel) and have < need:
+            chosen.append(worker)
+            have += worker["gpus"]
+    key = frozenset((w["uid"], w["name"], w["restarts"]) for w in chosen) if have >= need else frozenset()
+    if run.replica_at is not None and key != run.replica_key:
+        run.replica_at, run.replica_key, run.lost, run.quick = None, frozenset(), True, False
+    if run.replica_at is None and key:
+        _start_replica(serve, run, key, now)
+    if run.replica_at is not None and now >= run.replica_at + run.download_s:
+        serve.downloaded.add((run.llms[0].source, frozenset(uid for uid, _, _ in run.replica_key)))
+
+
+def _start_replica(serve: RayServe, run: AppRun, key: frozenset, now: float) -> None:
+    kube = serve.ctx.profile.get("kube", {})
+    llm = run.llms[0]
+    run.replica_at, run.replica_key, run.fail_message = now, key, ""
+    run.fail_at = None
+    if llm.size_gb is None:
+        run.download_s, run.engine_s = 0.0, INF
+        run.fail_message = _hf_not_found(llm.source)
+        run.fail_at = now + float(kube.get("constructor_failure_s", 45))
+        return
+    cached = (llm.source, frozenset(uid for uid, _, _ in key)) in serve.downloaded
+    download = 0.0 if cached else llm.size_gb * 1000 / float(kube.get("weight_download_mb_per_s", 600))
+    if slow := take_fault(serve.ctx.faults, "slow_download", key="model_id", value=llm.model_id):
+        download *= float(slow.get("factor", 3))
+    if take_fault(serve.ctx.faults, "stalled_download", key="model_id", value=llm.model_id):
+        download = INF
+    run.download_s = download
+    run.engine_s = (llm.size_gb * 1000 / float(kube.get("weight_load_mb_per_s", 2500))
+                    + float(kube.get("engine_warmup_s", 180)))
+    if take_fault(serve.ctx.faults, "deploy_failed", key="model_id", value=llm.model_id):
+        run.fail_message = _engine_error(llm.model_id)
+        run.fail_at = now + download + float(kube.get("constructor_failure_s", 45))
+
+
+def app_status(serve: RayServe, run: AppRun, now: float) -> dict[str, Any]:
+    """One entry of `applications` in Serve's REST status."""
+    kube = serve.ctx.profile.get("kube", {})
+    base = {"name": run.name, "route_prefix": run.config.get("route_prefix", "/"), "docs_path": None,
+            "last_deployed_time_s": serve.ctx.clock.now() - (serve.ctx.clock.elapsed_s() - run.deployed_at),
+            "deployed_app_config": run.config, "source": "declarative"}
+    if run.import_error:
+        return {**base, "status": "DEPLOY_FAILED", "deployments": {},
+                "message": f"Deploying app '{run.name}' failed with exception:\n{run.import_error}"}
+    built_at = run.deployed_at + float(kube.get("serve_app_build_s", 15))
+    if now < built_at:
+        return {**base, "status": "DEPLOYING", "message": "", "deployments": {}}
+    model_id = run.llms[0].model_id if run.llms else "default"
+    from sandbox.kube.rayserve import deployment_names
+    server, ingress = deployment_names(serve.ray_version, model_id)
+    ingress_ok = now >= built_at + float(kube.get("ingress_start_s", 20))
+    server_state, server_msg = _server_state(serve, run, server, now, built_at)
+    deployments = {server: _deployment(server, server_state, server_msg),
+                   ingress: _deployment(ingress, "HEALTHY" if ingress_ok else "UPDATING", "")}
+    if server_state == "DEPLOY_FAILED":
+        state, message = "DEPLOY_FAILED", f"Failed to update the deployments ['{server}']."
+    elif server_state == "HEALTHY" and ingress_ok:
+        state, message = "RUNNING", ""
+        run.ever_running = True
+    elif run.ever_running and server_state == "UNHEALTHY":
+        state, message = "UNHEALTHY", f"The deployments ['{server}'] are UNHEALTHY."
+    else:
+        state, message = "DEPLOYING", ""
+    return {**base, "status": state, "message": message, "deployments": deployments}
+
+
+def _server_state(serve: RayServe, run: AppRun, server: str, now: float, built_at: float) -> tuple[str, str]:
+    kube = serve.ctx.profile.get("kube", {})
+    where = f"Deployment '{server}' in application '{run.name}'"
+    if run.fail_at is not None and now >= run.fail_at:
+        return "DEPLOY_FAILED", ("The deployment failed to start 3 times in a row. This may be due to a problem "
+                                 "with its constructor or initial health check failing. See controller logs for "
+                                 f"details. Error:\n{run.fail_message}")
+    if run.replica_at is None:
+        if run.ever_running and run.lost:
+            return "UNHEALTHY", (f"{where} has 0 healthy replicas: a replica's Ray node died (its worker pod "
+                                 "went away) and no replacement could be scheduled yet.")
+        if now - built_at >= SLOW_S:
+            return "UPDATING", (f"{where} has 1 replicas that have taken more than 30s to be scheduled. This may "
+                                "be due to waiting for the cluster to auto-scale or for a runtime environment to be "
+                                f"installed. Resources required for each replica: {_required(run)}, total resources "
+                                f"available: {_available(serve)}. Use `ray status` for more details.")
+        return "UPDATING", ""
+    if run.quick:
+        done = now >= run.deployed_at + float(kube.get("serve_update_s", 10))
+        return ("HEALTHY", "") if done else ("UPDATING", "")
+    if now < run.replica_at + run.download_s + run.engine_s:
+        state = "UNHEALTHY" if run.ever_running else "UPDATING"
+        if now - run.replica_at >= SLOW_S:
+            return state, (f"{where} has 1 replicas that have taken more than 30s to initialize.\nThis may be "
+                           "caused by a slow __init__ or reconfigure method.")
+        return state, ""
+    return "HEALTHY", ""
+
+
+SLOW_S = 30.0
+
+
+def due_times(serve: RayServe, run: AppRun) -> list[float]:
+    """Moments at which `run`'s status changes by itself."""
+    kube = serve.ctx.profile.get("kube", {})
+    built = run.deployed_at + float(kube.get("serve_app_build_s", 15))
+    times = [built, built + float(kube.get("ingress_start_s", 20)), built + SLOW_S,
+             run.deployed_at + float(kube.get("serve_update_s", 10))]
+    if run.replica_at is not None:
+        times += [run.replica_at + SLOW_S, run.replica_at + run.download_s,
+                  run.replica_at + run.download_s + run.engine_s]
+    if run.fail_at is not None:
+        times.append(run.fail_at)
+    return [t for t in times if t != INF and not math.isnan(t)]
+
+
+def _deployment(name: str, status: str, message: str) -> dict[str, Any]:
+    return {"name": name, "status": status, "status_trigger": "CONFIG_UPDATE_STARTED" if status == "UPDATING"
+            else "CONFIG_UPDATE_COMPLETED", "message": message, "replicas": []}
+
+
+def _required(run: AppRun) -> str:
+    llm = run.llms[0]
+    accel = f', "accelerator_type:{llm.accelerator}": 0.001' if llm.accelerator else ""
+    return f'{{"CPU": 1.0, "GPU": {float(llm.gpus)}{accel}}}'
+
+
+def _available(serve: RayServe) -> str:
+    workers = running_workers(serve.ctx, serve.namespace, serve.cluster)
+    gpus = sum(w["gpus"] for w in workers)
+    return f'{{"CPU": {2.0 + 24.0 * len(workers)}, "GPU": {float(gpus)}}}'
+
+
+def _hf_not_found(source: str) -> str:
+    return ("Traceback (most recent call last):\n  File \"/home/ray/anaconda3/lib/python3.11/site-packages/"
+            "huggingface_hub/utils/_http.py\", line 409, in hf_raise_for_status\n    response.raise_for_status()\n"
+            "requests.exceptions.HTTPError: 404 Client Error: Not Found for url: "
+            f"https://huggingface.co/api/models/{source}/revision/main\n\nThe above exception was the direct cause "
+            "of the following exception:\n\nhuggingface_hub.errors.RepositoryNotFoundError: 404 Client Error. "
+            f"Repository Not Found for url: https://huggingface.co/api/models/{source}/revision/main.\nPlease make "
+            "sure you specified the correct `repo_id` and `repo_type`.")
+
+
+def _engine_error(model_id: str) -> str:
+    return ("Traceback (most recent call last):\n  File \"/home/ray/anaconda3/lib/python3.11/site-packages/ray/llm/"
+            "_internal/serve/deployments/llm/vllm/vllm_engine.py\", line 412, in start\n    self.engine = await "
+            "self._start_engine()\n  File \".../vllm/v1/engine/core.py\", line 83, in __init__\n    "
+            "self.model_executor = executor_class(vllm_config)\nRuntimeError: Engine core initialization failed. "
+            f"See root cause above. Failed core proc(s): {{}} (model_id={model_id!r})")
