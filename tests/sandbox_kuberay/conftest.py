@@ -136,3 +136,51 @@ def is_serving(rs: dict[str, Any]) -> bool:
     return (condition(rs, "Ready").get("status") == "True" and bool(apps)
             and all(a.get("status") == "RUNNING" for a in apps.values())
             and status.get("observedGeneration") == rs["metadata"].get("generation"))
+
+
+PODS = ("", "pods")
+SERVICES = ("", "services")
+
+
+def bring_up(sim: Sim, *, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Operator, CRDs, the guide's nodes and the sample RayService, until it serves."""
+    install_crds(sim)
+    install_operator(sim)
+    add_guide_nodes(sim)
+    sim.store.create(RAYSERVICES, sample_rayservice())
+    return sim.wait_for(lambda: (rs := sim.rayservice()) and is_serving(rs) and rs, what="RayService serving",
+                        timeout_s=timeout_s)
+
+
+def pods(sim: Sim, selector: str | None = None) -> list[dict[str, Any]]:
+    return sim.store.list(PODS, "default", selector)[0]
+
+
+def container_state(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return statuses[0]
+
+
+def waiting_reason(pod: dict[str, Any]) -> str | None:
+    return ((container_state(pod).get("state") or {}).get("waiting") or {}).get("reason")
+
+
+def events(sim: Sim, reason: str | None = None) -> list[dict[str, Any]]:
+    items = sim.store.list(("", "events"))[0]
+    return [e for e in items if reason is None or e["reason"] == reason]
+
+
+def call_service(sim: Sim, service: str, port: int, method: str, path: str, body: Any = None):
+    """Reach a Service the way the API server's proxy does: a ready pod behind it, its port handler."""
+    import json
+
+    from sandbox.kube.context import HttpRequest
+    svc = sim.store.get(SERVICES, "default", service)
+    assert svc is not None, f"service {service} does not exist"
+    selector = ",".join(f"{k}={v}" for k, v in svc["spec"]["selector"].items())
+    ready = [p for p in pods(sim, selector) if condition(p, "Ready").get("status") == "True"]
+    assert ready, f"no ready pod behind {service}"
+    handler = sim.ctx.pod_ports.handler("default", ready[0]["metadata"]["name"], port)
+    assert handler is not None, f"nothing listens on {ready[0]['metadata']['name']}:{port}"
+    payload = json.dumps(body).encode() if body is not None else b""
+    return handler(HttpRequest(method, path, "", {"content-type": "application/json"}, payload))
