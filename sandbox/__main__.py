@@ -20,9 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=available_profiles(),
                         help=f"timing profile (default {DEFAULT_PROFILE})")
     parser.add_argument("--seed", type=int, default=0, help="seed for ids, names and rate faults")
+    parser.add_argument("--gke-only", action="store_true",
+                        help="serve only the GKE API (clusters get no simulated Kubernetes)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    sandbox = Sandbox(time_scale=args.time_scale, profile=args.profile, seed=args.seed, port=args.port)
+    sandbox = Sandbox(time_scale=args.time_scale, profile=args.profile, seed=args.seed, port=args.port,
+                      kubernetes=not args.gke_only)
     with sandbox:
         url = sandbox.gke_url
         print(f"GKE sandbox (a simulation) at {args.time_scale:g}x, profile {args.profile!r}, seed {args.seed}",

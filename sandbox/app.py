@@ -38,17 +38,23 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 class Sandbox:
     """A running simulation of GKE (and, through `hooks`, of each cluster's Kubernetes).
 
-    `port=0` picks a free port. Start with `start()` or a `with` block; `stop()` stops the server
+    `kubernetes=True` gives every cluster a simulated Kubernetes (API server, KubeRay, Ray Serve);
+    without it (or explicit `hooks`) clusters have an endpoint that nothing serves. `port=0` picks a free port. Start with `start()` or a `with` block; `stop()` stops the server
     and the clock. Everything simulated runs on `clock`, `time_scale` times faster than real time.
     """
 
     def __init__(self, time_scale: float = DEFAULT_TIME_SCALE, profile: str = DEFAULT_PROFILE, seed: int = 0,
-                 port: int = 0, hooks: ClusterHooks | None = None):
+                 port: int = 0, hooks: ClusterHooks | None = None, kubernetes: bool = False):
         self.clock = ScaledClock(time_scale)
         self.faults = Faults(seed)
         self.profile: dict[str, Any] = load_profile(profile)
         if "gke" not in self.profile:
             raise ValueError(f"sandbox profile {profile!r} has no gke.yaml")
+        if kubernetes and hooks is None:
+            # Each cluster gets its own Kubernetes API server, controllers, KubeRay and Ray Serve.
+            from sandbox.kube.clusters import KubeClusters
+
+            hooks = KubeClusters(self.clock, self.profile, self.faults)
         self.hooks: ClusterHooks = hooks if hooks is not None else NoKubernetes()
         self.seed = seed
         self.port = port

@@ -37,6 +37,12 @@ class ScaledClock:
         self._thread: threading.Thread | None = None
 
     # -- reading time ---------------------------------------------------------------------------
+    @property
+    def anchor_epoch_s(self) -> float:
+        """The real Unix time at which simulated time started: simulated now is
+        `anchor + (real now - anchor) * time_scale`, so other processes can rebuild this clock."""
+        return self._sim_start
+
     def elapsed_s(self) -> float:
         """Simulated seconds since the clock started."""
         return (time.monotonic() - self._real_start) * self.time_scale
