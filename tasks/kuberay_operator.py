@@ -15,8 +15,9 @@ We add no tolerations, so a tainted GPU node repels it too.
 
 from __future__ import annotations
 
-import copy
 import functools
+import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -121,17 +122,17 @@ def _render_kustomization(directory: Path, root: Path) -> list[dict[str, Any]]:
 
 def _load_yaml_docs(path: Path, root: Path) -> list[dict[str, Any]]:
     try:
-        stat = path.stat()
-        return copy.deepcopy(_parse_yaml_file(str(path), stat.st_mtime_ns, stat.st_size))
-    except (OSError, yaml.YAMLError) as e:
+        data = path.read_bytes()
+        return json.loads(_parse_yaml_to_json(hashlib.sha256(data).hexdigest(), data))
+    except (OSError, ValueError, yaml.YAMLError) as e:
         raise PermanentError(f"cannot read vendored manifest {path.relative_to(root)}: {e}") from e
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_yaml_file(path: str, mtime_ns: int, size: int) -> list[dict[str, Any]]:
-    """Parse once per file version: the CRDs are 4 MB of YAML and callers render repeatedly."""
-    with open(path, encoding="utf-8") as handle:
-        return [doc for doc in yaml.load_all(handle, Loader=_LOADER) if doc]
+def _parse_yaml_to_json(digest: str, data: bytes) -> str:
+    """Parse once per file content: the CRDs are 4 MB of YAML (seconds to parse on a busy worker),
+    and a JSON round trip gives each caller its own copy far faster than `copy.deepcopy`."""
+    return json.dumps([doc for doc in yaml.load_all(data, Loader=_LOADER) if doc])
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # the C loader reads the 4 MB of CRDs in <1 s
@@ -222,21 +223,34 @@ def ensure_kuberay_operator(kube: KubeApi, spec: StackSpec, *, clock: Clock | No
             result.unchanged.append(describe(obj))
     log.info("KubeRay operator v%s in %s: applied %d object(s), %d already as wanted",
              version, namespace, len(result.applied), len(result.unchanged))
-    wait_for_operator_ready(kube, rendered, clock=clock, timeout_s=spec.timeouts.operator_ready_s)
+    untouched = [have for want, have in zip(rendered, live, strict=True) if id(want) not in todo]
+    wait_for_operator_ready(kube, rendered, clock=clock, timeout_s=spec.timeouts.operator_ready_s,
+                            already_seen=untouched)
     return result
 
 
 def wait_for_operator_ready(kube: KubeApi, rendered: list[dict[str, Any]], *, clock: Clock,
-                            timeout_s: float, interval_s: float = 5.0) -> Look:
-    """Wait until every rendered CRD is Established and the Deployment Available at its generation."""
+                            timeout_s: float, interval_s: float = 5.0,
+                            already_seen: list[dict[str, Any] | None] = ()) -> Look:
+    """Wait until every rendered CRD is Established and the Deployment Available at its generation.
+
+    `already_seen` are live objects read moments ago and not written since: an Established CRD
+    among them is not read again (each is about 1 MB).
+    """
     crds = [o["metadata"]["name"] for o in rendered if o["kind"] == "CustomResourceDefinition"]
     deployment = next(o for o in rendered if o["kind"] == "Deployment")
+    # A CRD stays Established; do not re-read 1 MB objects every look.
+    established = {o["metadata"]["name"] for o in already_seen
+                   if o and o.get("kind") == "CustomResourceDefinition" and _condition_true(o, "Established")}
 
     def probe() -> Look:
         for name in crds:
+            if name in established:
+                continue
             crd = kube.get(CRD, name)
             if crd is None or not _condition_true(crd, "Established"):
                 return Look(State.PROGRESSING, f"CRD {name} not Established yet")
+            established.add(name)
         meta = deployment["metadata"]
         live = kube.get(DEPLOYMENT, meta["name"], meta["namespace"])
         return _deployment_look(live, meta)
