@@ -22,6 +22,7 @@ from blocks.errors import (
     NotOursError,
     OperationFailed,
     ResourceBusy,
+    WaitTimedOut,
     only_transient_errors,
 )
 from blocks.render_gke import create_cluster_request
@@ -34,6 +35,7 @@ from tasks.gke_operations import (
     Plan,
     find_operation_in_flight,
     run_logger,
+    settle_operation_in_flight,
     wait_for_gke_operation,
 )
 
@@ -150,16 +152,17 @@ def ensure_cluster(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None = No
     deadline = clock.monotonic() + spec.timeouts.cluster_create_s
     steps: list[str] = []
     for _ in range(_MAX_ROUNDS):
-        if clock.monotonic() > deadline:
-            break
         live = gke.get_cluster(ref)                                               # observe
         plan = plan_cluster(live, desired, stack=spec.name, adopt_existing=spec.cluster.adopt_existing)
         if plan.action is Action.NOOP:
             log.info("cluster %s: %s", ref.path, plan.reason)
             return EnsureResult(ref.name, tuple(steps) + (f"unchanged: {plan.reason}",), live)
+        if clock.monotonic() > deadline:
+            raise WaitTimedOut(f"cluster {ref.path} still needs '{plan.action.value}' ({plan.reason}) after "
+                               f"{spec.timeouts.cluster_create_s:.0f}s; done so far: {steps}. Run again")
         log.info("cluster %s: %s (%s)", ref.path, plan.action.value, plan.reason)
         steps.append(_act(gke, ref, plan, desired, live, deadline=deadline, clock=clock, log=log))
-    raise ResourceBusy(f"cluster {ref.path} did not settle within {_MAX_ROUNDS} rounds or the deadline ({'; '.join(steps)}); "
+    raise ResourceBusy(f"cluster {ref.path} did not settle within {_MAX_ROUNDS} rounds ({'; '.join(steps)}); "
                        "run again")
 
 
@@ -201,20 +204,23 @@ def _wait_in_flight(gke: GkeGateway, ref: ClusterRef, plan: Plan, *, wait, clock
 def delete_cluster(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None = None) -> bool:
     """Delete the spec's cluster and wait until it is gone. Idempotent: absent is success.
 
-    Returns True when a delete was made (or one in flight was waited for), False when it was already
-    gone. Refuses (NotOursError) a cluster without our owner labels for this stack, adopted ones included.
+    An operation in flight (a create, or another delete) is waited for first. Returns True when the
+    cluster was there (and is now gone), False when it already was. Refuses (NotOursError) a cluster
+    without our owner labels for this stack, adopted ones included. Waits up to `spec.timeouts.delete_s`.
     """
     clock, log, ref = clock or SystemClock(), run_logger(), cluster_ref(spec)
+    deadline = clock.monotonic() + spec.timeouts.delete_s
     live = gke.get_cluster(ref)
     if live is None:
         log.info("cluster %s: already gone", ref.path)
         return False
     check_owner("cluster", ref.name, dict(live.resource_labels), spec.name)
-    # Already being deleted: a second delete would only be refused as busy; wait for the first.
-    in_flight = find_operation_in_flight(gke, ref, ref.path) if live.status == S.STOPPING else None
-    op = in_flight or gke.delete_cluster(ref)
-    if op is None:
-        return False
-    wait_for_gke_operation(gke, ref, op, what=f"delete cluster {ref.path}", clock=clock, log=log,
-                           timeout_s=spec.timeouts.delete_s)
+    if live.status in _BUSY:
+        settle_operation_in_flight(gke, ref, ref.path, what=f"before deleting cluster {ref.path}", clock=clock,
+                                   log=log, timeout_s=deadline - clock.monotonic())
+        if gke.get_cluster(ref) is None:                                    # re-observe: that was a delete
+            return True
+    if op := gke.delete_cluster(ref):
+        wait_for_gke_operation(gke, ref, op, what=f"delete cluster {ref.path}", clock=clock, log=log,
+                               timeout_s=deadline - clock.monotonic())
     return True

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.cloud.container_v1 import types as T
 
-from blocks.errors import TransientError, WaitTimedOut
+from blocks.errors import PermanentError, TransientError, WaitTimedOut
 from tasks.clock import Clock
 from tasks.gateways.gke import ClusterRef, GkeGateway, backoff_delay_s, operation_failure
 
@@ -69,7 +69,7 @@ def wait_for_gke_operation(gke: GkeGateway, ref: ClusterRef, operation: T.Operat
             log.info("%s: operation %s %s (%.0fs left)", what, op.name, detail, left)
             last = detail
         if left <= 0:
-            raise WaitTimedOut(f"{what}: operation {op.name} not done after {timeout_s:.0f}s; last seen: "
+            raise WaitTimedOut(f"{what}: operation {op.name} not done after {max(timeout_s, 0):.0f}s; last seen: "
                                f"{detail}. It may still finish: rerun to pick it up, or cancel it in GKE")
         clock.sleep(min(left, backoff_delay_s(attempt, initial_s=initial_poll_s, max_s=max_poll_s,
                                               multiplier=1.5, rng=rng)))
@@ -112,6 +112,27 @@ def find_operation_in_flight(gke: GkeGateway, ref: ClusterRef, resource_path: st
     exact = [op for op in running if _targets(op, resource_path, include_children=False)]
     inside = [op for op in running if _targets(op, resource_path, include_children=include_children)]
     return (exact or inside or [None])[0]
+
+
+def settle_operation_in_flight(gke: GkeGateway, ref: ClusterRef, resource_path: str, *, what: str,
+                               timeout_s: float, clock: Clock,
+                               log: logging.Logger | logging.LoggerAdapter) -> T.Operation | None:
+    """Wait for the operation in flight on `resource_path` to end, whatever its outcome; return it.
+
+    For deletes: a resource being created or updated refuses a delete until that operation ends, and
+    a failed create (stockout) still leaves a resource to delete. Returns None when nothing is in
+    flight. Raises WaitTimedOut when the operation outlives `timeout_s`.
+    """
+    op = find_operation_in_flight(gke, ref, resource_path)
+    if op is None:
+        return None
+    try:
+        return wait_for_gke_operation(gke, ref, op, what=what, timeout_s=timeout_s, clock=clock, log=log)
+    except WaitTimedOut:
+        raise
+    except PermanentError as e:
+        log.info("%s: the operation in flight ended in error, going on: %s", what, e)
+        return op
 
 
 class Action(str, Enum):

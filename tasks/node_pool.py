@@ -16,7 +16,7 @@ from google.cloud.container_v1 import types as T
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.errors import AlreadyExists, DriftError, ResourceBusy, only_transient_errors
+from blocks.errors import AlreadyExists, DriftError, ResourceBusy, WaitTimedOut, only_transient_errors
 from blocks.render_gke import create_node_pool_request
 from blocks.spec import CapacityMode, StackSpec
 from tasks.clock import Clock, SystemClock
@@ -28,6 +28,7 @@ from tasks.gke_operations import (
     Plan,
     find_operation_in_flight,
     run_logger,
+    settle_operation_in_flight,
     wait_for_gke_operation,
 )
 
@@ -131,17 +132,18 @@ def ensure_gpu_node_pool(gke: GkeGateway, spec: StackSpec, *, zone: str | None =
     deadline = clock.monotonic() + (timeout_s if timeout_s is not None else spec.timeouts.node_pool_create_s)
     steps: list[str] = []
     for _ in range(_MAX_ROUNDS):
-        if clock.monotonic() > deadline:
-            break
         live = gke.get_node_pool(ref, desired.name)                               # observe
         plan = plan_node_pool(live, desired, stack=spec.name)
         if plan.action is Action.NOOP:
             log.info("node pool %s: %s", desired.name, plan.reason)
             return EnsureResult(desired.name, tuple(steps) + (f"unchanged: {plan.reason}",), live)
+        if clock.monotonic() > deadline:
+            raise WaitTimedOut(f"node pool {desired.name!r} still needs '{plan.action.value}' ({plan.reason}) "
+                               f"when its time ran out; done so far: {steps}. Run again")
         log.info("node pool %s: %s (%s)", desired.name, plan.action.value, plan.reason)
         steps.append(_act(gke, ref, plan, desired, live, spec=spec, deadline=deadline, clock=clock, log=log))
     raise ResourceBusy(f"node pool {ref.node_pool_path(desired.name)} did not settle within {_MAX_ROUNDS} "
-                       f"rounds or the deadline ({'; '.join(steps)}); run again")
+                       f"rounds ({'; '.join(steps)}); run again")
 
 
 def _act(gke: GkeGateway, ref: ClusterRef, plan: Plan, desired: T.NodePool, live: T.NodePool | None, *,
@@ -182,20 +184,24 @@ def _act(gke: GkeGateway, ref: ClusterRef, plan: Plan, desired: T.NodePool, live
 def delete_gpu_node_pool(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None = None) -> bool:
     """Delete the spec's GPU pool and wait until it is gone. Idempotent: absent (or no cluster) is success.
 
-    Returns True when a delete was made (or one in flight waited for), False when nothing was there.
-    Refuses (NotOursError) a pool without our owner labels for this stack.
+    An operation in flight on the pool (a create, even one about to stock out, or another delete) is
+    waited for first. Returns True when the pool was there (and is now gone), False when it was not.
+    Refuses (NotOursError) a pool without our owner labels for this stack. Waits up to
+    `spec.timeouts.delete_s`.
     """
     clock, log, ref = clock or SystemClock(), run_logger(), cluster_ref(spec)
-    name = spec.gpu_pool.name
-    live = gke.get_node_pool(ref, name)
+    deadline, path = clock.monotonic() + spec.timeouts.delete_s, ref.node_pool_path(spec.gpu_pool.name)
+    live = gke.get_node_pool(ref, spec.gpu_pool.name)
     if live is None:
-        log.info("node pool %s: already gone", ref.node_pool_path(name))
+        log.info("node pool %s: already gone", path)
         return False
-    check_owner("node pool", name, dict(live.config.resource_labels), spec.name)
-    in_flight = find_operation_in_flight(gke, ref, ref.node_pool_path(name)) if live.status == S.STOPPING else None
-    op = in_flight or gke.delete_node_pool(ref, name)
-    if op is None:
-        return False
-    wait_for_gke_operation(gke, ref, op, what=f"delete node pool {ref.node_pool_path(name)}", clock=clock,
-                           log=log, timeout_s=spec.timeouts.delete_s)
+    check_owner("node pool", live.name, dict(live.config.resource_labels), spec.name)
+    if live.status in _BUSY:
+        settle_operation_in_flight(gke, ref, path, what=f"before deleting node pool {path}", clock=clock,
+                                   log=log, timeout_s=deadline - clock.monotonic())
+        if gke.get_node_pool(ref, spec.gpu_pool.name) is None:                                    # re-observe: that was a delete
+            return True
+    if op := gke.delete_node_pool(ref, spec.gpu_pool.name):
+        wait_for_gke_operation(gke, ref, op, what=f"delete node pool {path}", clock=clock, log=log,
+                               timeout_s=deadline - clock.monotonic())
     return True

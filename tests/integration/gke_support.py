@@ -14,7 +14,7 @@ from typing import Any
 from blocks.spec import StackSpec
 from sandbox.app import Sandbox
 from tasks.clock import ScaledClock
-from tasks.gateways.gke import GkeGateway
+from tasks.gateways.gke import GkeGateway, RetryPolicy
 from tasks.gke_credentials import gke_credentials
 
 TIME_SCALE = 3000.0
@@ -28,13 +28,18 @@ def make_spec(sandbox: Sandbox, **sections: Any) -> StackSpec:
     n = next(_names)
     cluster = {"project": PROJECT, "location": ZONE, "name": f"c{n}", "api_endpoint": sandbox.gke_url,
                **sections.pop("cluster", {})}
-    return StackSpec(name=sections.pop("name", "llm"), cluster=cluster, **sections)
+    # Deadlines in simulated time are generous: at this scale one real second of CPU starvation (2 cores
+    # shared with other suites) is 50 simulated minutes. Tests of deadlines pass their own.
+    timeouts = {"cluster_create_s": 6 * 3600, "node_pool_create_s": 6 * 3600, "delete_s": 6 * 3600,
+                **sections.pop("timeouts", {})}
+    return StackSpec(name=sections.pop("name", "llm"), cluster=cluster, timeouts=timeouts, **sections)
 
 
 def connect(spec: StackSpec, clock: ScaledClock) -> GkeGateway:
     """The production gateway for `spec`, as a flow would build it."""
     credentials = gke_credentials(None, api_endpoint=spec.cluster.api_endpoint)
-    return GkeGateway.connect(credentials, api_endpoint=spec.cluster.api_endpoint, clock=clock)
+    return GkeGateway.connect(credentials, api_endpoint=spec.cluster.api_endpoint, clock=clock,
+                              retry=RetryPolicy(budget_s=6 * 3600))
 
 
 def gke_requests(sandbox: Sandbox, cluster: str, *, since: int = 0) -> list[dict[str, Any]]:
