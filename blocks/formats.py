@@ -34,7 +34,7 @@ RESERVED_LABEL_KEYS = frozenset({MANAGED_BY_KEY, STACK_KEY, LEASE_EXPIRY_KEY, RU
 
 def gke_name(value: str) -> str:
     """Check a GKE cluster or node pool name."""
-    if not _GKE_NAME.match(value):
+    if not _GKE_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid GKE name; use 1-{GKE_NAME_MAX_LEN} characters: "
                          "a lowercase letter first, then lowercase letters, digits or hyphens, "
                          "not ending with a hyphen (e.g. 'gpu-node-pool')")
@@ -43,7 +43,7 @@ def gke_name(value: str) -> str:
 
 def k8s_name(value: str) -> str:
     """Check a Kubernetes object name that services are derived from (RFC 1035 label, short)."""
-    if len(value) > K8S_NAME_MAX_LEN or not _K8S_NAME.match(value):
+    if len(value) > K8S_NAME_MAX_LEN or not _K8S_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid name; use 1-{K8S_NAME_MAX_LEN} characters: "
                          "a lowercase letter first, then lowercase letters, digits or hyphens, "
                          "not ending with a hyphen (e.g. 'deepseek-r1')")
@@ -52,7 +52,7 @@ def k8s_name(value: str) -> str:
 
 def k8s_namespace(value: str) -> str:
     """Check a Kubernetes namespace name (RFC 1123 label, up to 63 characters)."""
-    if len(value) > 63 or not re.match(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", value):
+    if len(value) > 63 or not re.fullmatch(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", value):
         raise ValueError(f"{value!r} is not a valid namespace; use up to 63 lowercase letters, digits "
                          "or hyphens, starting and ending with a letter or digit (e.g. 'default')")
     return value
@@ -60,7 +60,7 @@ def k8s_namespace(value: str) -> str:
 
 def project_id(value: str) -> str:
     """Check a GCP project id."""
-    if not _PROJECT.match(value):
+    if not _PROJECT.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid GCP project id; use 6-30 characters: a lowercase "
                          "letter first, then lowercase letters, digits or hyphens, not ending with a "
                          "hyphen (e.g. 'my-gcp-project')")
@@ -69,14 +69,14 @@ def project_id(value: str) -> str:
 
 def zone(value: str) -> str:
     """Check the format of a Compute Engine zone such as 'us-east5-a'."""
-    if not _ZONE.match(value):
+    if not _ZONE.fullmatch(value):
         raise ValueError(f"{value!r} is not a zone; use the form REGION-LETTER, e.g. 'us-east5-a'")
     return value
 
 
 def zone_or_region(value: str) -> str:
     """Check a GKE location: a zone ('us-east5-a', zonal cluster) or a region ('us-east5')."""
-    if not (_ZONE.match(value) or _REGION.match(value)):
+    if not (_ZONE.fullmatch(value) or _REGION.fullmatch(value)):
         raise ValueError(f"{value!r} is not a zone or region; use e.g. 'us-east5-a' (zonal cluster) "
                          "or 'us-east5' (regional cluster)")
     return value
@@ -84,24 +84,24 @@ def zone_or_region(value: str) -> str:
 
 def is_zone(location: str) -> bool:
     """True when `location` has the form of a zone (not a region)."""
-    return bool(_ZONE.match(location))
+    return bool(_ZONE.fullmatch(location))
 
 
 def region_of(location: str) -> str:
     """Return the region of a zone ('us-east5-a' -> 'us-east5'); a region is returned as is."""
-    return location.rsplit("-", 1)[0] if _ZONE.match(location) else location
+    return location.rsplit("-", 1)[0] if _ZONE.fullmatch(location) else location
 
 
 def labels(value: dict[str, str]) -> dict[str, str]:
     """Check GCE resource labels and keep our owner label keys reserved."""
     bad = []
     for key, val in value.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             bad.append(f"key {key!r} (a lowercase letter first, then up to 62 lowercase letters, "
                        "digits, '_' or '-')")
         elif key in RESERVED_LABEL_KEYS:
             bad.append(f"key {key!r} (reserved for owner labels: {sorted(RESERVED_LABEL_KEYS)})")
-        if not _LABEL_VALUE.match(val):
+        if not _LABEL_VALUE.fullmatch(val):
             bad.append(f"value {val!r} of {key!r} (up to 63 lowercase letters, digits, '_' or '-')")
     if bad:
         raise ValueError("invalid labels: " + "; ".join(bad))
@@ -110,7 +110,7 @@ def labels(value: dict[str, str]) -> dict[str, str]:
 
 def env_vars(value: dict[str, str]) -> dict[str, str]:
     """Check environment variable names (C identifiers)."""
-    bad = [k for k in value if not _ENV_NAME.match(k)]
+    bad = [k for k in value if not _ENV_NAME.fullmatch(k)]
     if bad:
         raise ValueError(f"invalid environment variable names {bad}; use letters, digits and '_', "
                          "not starting with a digit (e.g. 'VLLM_USE_V1')")
@@ -146,7 +146,7 @@ def timezone(value: str) -> str:
 
 def http_url(value: str) -> str:
     """Check an http(s) base URL (scheme required: the REST client needs it to pick http or https)."""
-    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+    if not re.fullmatch(r"^https?://[^\s/]+(/\S*)?$", value):
         raise ValueError(f"{value!r} is not an http(s) URL; use e.g. 'http://127.0.0.1:8089' or "
                          "'https://container.googleapis.com'")
     return value.rstrip("/")

@@ -68,7 +68,7 @@ def machine_shape(machine_type: str) -> MachineShape | None:
     """Return the shape of a known machine type, or None when we do not know it."""
     if machine_type in GPU_MACHINES:
         return GPU_MACHINES[machine_type]
-    match = _STANDARD.match(machine_type)
+    match = _STANDARD.fullmatch(machine_type)
     if match and match["family"] in _STANDARD_GIB_PER_VCPU:
         vcpus = int(match["vcpus"])
         return MachineShape(vcpus, vcpus * _STANDARD_GIB_PER_VCPU[match["family"]])

@@ -24,7 +24,7 @@ GIB = Decimal(2) ** 30
 
 def parse_quantity(text: str) -> Decimal:
     """Return the value of a non-negative Kubernetes quantity; raise ValueError if it is not one."""
-    match = _QUANTITY.match(text.strip()) if isinstance(text, str) else None
+    match = _QUANTITY.fullmatch(text) if isinstance(text, str) else None
     if match is None or (match["exp"] and match["suffix"]):
         raise ValueError(f"{text!r} is not a Kubernetes quantity; use e.g. '2', '500m', '32Gi' or '1.5G'")
     try:

@@ -281,3 +281,14 @@ def test_random_specs_raise_only_spec_errors_that_name_fields(data):
             head = re.split(r"[.:\[ ]", problem, maxsplit=1)[0]
             assert head in TOP_FIELDS | {"bogus", "StackSpec"}, problem
             assert ": " in problem, problem
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"cluster": {"name": "kuberay\n"}}, "cluster.name"),
+    ({"cluster": {"location": "us-east5-a\n"}}, "cluster.location"),
+    ({"serving": {"ray_service_name": "deepseek\n"}}, "serving.ray_service_name"),
+    ({"serving": {"worker_resources": {"cpu": "24\n", "memory": "500Gi"}}}, "serving.worker_resources.cpu"),
+    ({"cluster": {"api_endpoint": "http://127.0.0.1:8089\n"}}, "cluster.api_endpoint"),
+])
+def test_a_trailing_newline_does_not_sneak_past_a_format(patch, field):
+    the_problem(patch, field)
