@@ -216,3 +216,24 @@ def test_scheduler_names_untolerated_taints_and_missing_resources():
                        "found for incoming pod, 2 Preemption is not helpful for scheduling."}
     finally:
         stop_sim(sim)
+
+
+def test_wrong_answer_fault_gets_the_puzzle_wrong(serving):
+    sim, _, _, _ = serving
+    sim.ctx.faults.add({"kind": "wrong_answer", "times": 1})
+    reply = call_service(sim, "deepseek-r1-serve-svc", 8000, "POST", "/v1/chat/completions",
+                         {"model": "deepseek", "messages": [{"role": "user", "content": BOX_PUZZLE}]})
+    answer = json.loads(reply.body)["choices"][0]["message"]["content"].split("</think>")[1]
+    assert reply.status == 200 and "red, yellow, blue, green" not in answer
+
+
+def test_slow_answer_fault_adds_its_seconds_to_each_answer(serving):
+    sim, _, _, _ = serving
+    sim.ctx.faults.add({"kind": "slow_answer", "seconds": 600})
+    try:
+        before = sim.ctx.clock.elapsed_s()
+        reply = call_service(sim, "deepseek-r1-serve-svc", 8000, "POST", "/v1/chat/completions",
+                             {"model": "deepseek", "messages": [{"role": "user", "content": "hi"}]})
+        assert reply.status == 200 and sim.ctx.clock.elapsed_s() - before >= 600
+    finally:
+        sim.ctx.faults.clear("slow_answer")
