@@ -93,6 +93,7 @@ class KubeApiServer:
             raise st.transient(int(fault.get("status", 503)))
 
     async def _route(self, request: Request, path: str) -> Response:
+        path = path.rstrip("/") or "/"
         if path in ("/healthz", "/livez", "/readyz"):
             return Response("ok", media_type="text/plain")
         if path == "/version":

@@ -9,7 +9,6 @@ writer takes ownership of the fields it changed.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,6 @@ from sandbox.kube.fields import (
     SchemaNode,
     field_set,
     from_fields_v1,
-    item_key,
     remove_path,
     render_path,
     to_fields_v1,
@@ -120,7 +118,7 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], ctx:
         owned = from_fields_v1(entries[index]["fieldsV1"]) - {conflict.path}
         entries[index] = dict(entries[index], fieldsV1=to_fields_v1(owned))
     mine = next((e for e in entries if _is(e, ctx.manager, "Apply", ctx.subresource)), None)
-    result = copy.deepcopy(live) if live else {}
+    result = live if live else {}  # both inputs are the caller's private copies: no need to copy again
     if mine is not None:
         others = set().union(*(from_fields_v1(e["fieldsV1"]) for e in entries if e is not mine))
         for path in sorted(from_fields_v1(mine["fieldsV1"]) - paths - others, key=len, reverse=True):
@@ -133,7 +131,10 @@ def server_side_apply(live: dict[str, Any] | None, applied: dict[str, Any], ctx:
 
 def merge_applied(live: dict[str, Any], applied: dict[str, Any], node: SchemaNode, *,
                   status: bool) -> dict[str, Any]:
-    """Merge an applied configuration into `live`: maps deep, associative lists by key, the rest replaced."""
+    """Merge an applied configuration into `live`: maps deep, associative lists by key, the rest replaced.
+
+    Takes ownership of both arguments: the result shares their values.
+    """
     result = dict(live)
     for key, value in applied.items():
         if key == "status" and not status:
@@ -145,7 +146,7 @@ def merge_applied(live: dict[str, Any], applied: dict[str, Any], node: SchemaNod
                     meta[mkey] = {**(meta.get(mkey) or {}), **(value[mkey] or {})}
             for mkey in ("finalizers", "ownerReferences", "name", "namespace", "generateName"):
                 if mkey in (value or {}) and mkey not in meta:
-                    meta[mkey] = copy.deepcopy(value[mkey])
+                    meta[mkey] = value[mkey]
             result["metadata"] = meta
             continue
         result[key] = _merge_value(key, result.get(key), value, node.child(key))
@@ -161,16 +162,19 @@ def _merge_value(key: str, live: Any, value: Any, node: SchemaNode) -> Any:
     if isinstance(value, list) and isinstance(live, list):
         keys = node.list_keys(key, value + live)
         if keys and all(isinstance(i, dict) for i in value + live):
-            merged = [copy.deepcopy(i) for i in live]
+            merged = list(live)
             for item in value:
-                ident = item_key(item, keys)
-                index = next((n for n, old in enumerate(merged) if item_key(old, keys) == ident), None)
+                # Keys the applied item leaves out (e.g. a defaulted `protocol`) match any live value,
+                # as the server defaults the applied configuration before merging.
+                present = [k for k in keys if k in item]
+                index = next((n for n, old in enumerate(merged)
+                              if all(old.get(k) == item[k] for k in present)), None)
                 if index is None:
-                    merged.append(copy.deepcopy(item))
+                    merged.append(item)
                 else:
                     merged[index] = _merge_value("", merged[index], item, node.item())
             return merged
-    return copy.deepcopy(value)
+    return value
 
 
 def track_update(old: dict[str, Any] | None, new: dict[str, Any], ctx: WriteContext) -> None:

@@ -74,6 +74,9 @@ class KubeCluster:
             self._unsubscribe()
         self.api.stop()
         if self._server:
+            # Idle keep-alive TLS connections (client pools) would hold uvicorn's graceful shutdown
+            # for its full timeout; a simulated control plane can just go away.
+            self._server.server.force_exit = True
             self._server.stop()
             self._server = None
         if self._certs:

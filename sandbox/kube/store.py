@@ -9,8 +9,8 @@ controllers call the store directly.
 
 from __future__ import annotations
 
-import copy
 import itertools
+import pickle
 import re
 import threading
 import uuid
@@ -53,6 +53,11 @@ class WatchEvent:
     resource_version: int
 
 
+def _clone(obj: Any) -> Any:
+    """Deep-copy a JSON-like object; pickle does it ~2x faster than copy.deepcopy (1 MB CRDs)."""
+    return pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+
 def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
     """What counts for `metadata.generation`: everything but metadata and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
@@ -83,14 +88,14 @@ class ObjectStore:
     def get(self, resource: ResourceKey, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._lock:
             obj = self._objects.get((*resource, namespace, name))
-            return copy.deepcopy(obj) if obj is not None else None
+            return _clone(obj) if obj is not None else None
 
     def list(self, resource: ResourceKey, namespace: str | None = None,
              label_selector: str | None = None) -> tuple[list[dict[str, Any]], int]:
         """Objects of `resource` (in `namespace`, or all when None), oldest first, and the list RV."""
         matches = parse_label_selector(label_selector)
         with self._lock:
-            items = [copy.deepcopy(o) for (g, p, ns, _), o in self._objects.items()
+            items = [_clone(o) for (g, p, ns, _), o in self._objects.items()
                      if (g, p) == resource and (namespace is None or ns == namespace)
                      and matches(o.get("metadata", {}).get("labels") or {})]
             return items, self._last_rv
@@ -101,7 +106,7 @@ class ObjectStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def create(self, resource: ResourceKey, obj: dict[str, Any]) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
+        obj = _clone(obj)
         meta = obj.setdefault("metadata", {})
         with self._lock:
             if not meta.get("name") and meta.get("generateName"):
@@ -115,7 +120,7 @@ class ObjectStore:
             meta.pop("deletionTimestamp", None)
             self._objects[key] = obj
             self._emit("ADDED", resource, obj)
-            return copy.deepcopy(obj)
+            return _clone(obj)
 
     def replace(self, resource: ResourceKey, obj: dict[str, Any], *,
                 check_resource_version: bool = True) -> dict[str, Any]:
@@ -125,7 +130,7 @@ class ObjectStore:
         as optimistic concurrency requires. Removing the last finalizer of an object being deleted
         completes the deletion.
         """
-        obj = copy.deepcopy(obj)
+        obj = _clone(obj)
         meta = obj.setdefault("metadata", {})
         with self._lock:
             key = (*resource, meta.get("namespace"), meta.get("name"))
@@ -148,10 +153,10 @@ class ObjectStore:
                 del self._objects[key]
                 obj["metadata"]["resourceVersion"] = str(self._next_rv())
                 self._emit("DELETED", resource, obj, stamp=False)
-                return copy.deepcopy(obj)
+                return _clone(obj)
             self._objects[key] = obj
             self._emit("MODIFIED", resource, obj)
-            return copy.deepcopy(obj)
+            return _clone(obj)
 
     def mutate(self, resource: ResourceKey, namespace: str | None, name: str,
                change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -175,11 +180,11 @@ class ObjectStore:
                 if not meta.get("deletionTimestamp"):
                     meta["deletionTimestamp"] = self._now()
                     self._emit("MODIFIED", resource, live)
-                return copy.deepcopy(live)
+                return _clone(live)
             del self._objects[key]
             meta["resourceVersion"] = str(self._next_rv())
             self._emit("DELETED", resource, live, stamp=False)
-            return copy.deepcopy(live)
+            return _clone(live)
 
     def mark_deleting(self, resource: ResourceKey, namespace: str | None, name: str,
                       grace_period_s: int) -> dict[str, Any]:
@@ -196,7 +201,7 @@ class ObjectStore:
                 meta["deletionTimestamp"] = self._now()
                 meta["deletionGracePeriodSeconds"] = int(grace_period_s)
                 self._emit("MODIFIED", resource, live)
-            return copy.deepcopy(live)
+            return _clone(live)
 
     # -- change feed ----------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[WatchEvent], None]) -> Callable[[], None]:
@@ -238,7 +243,7 @@ class ObjectStore:
     def _emit(self, kind: str, resource: ResourceKey, obj: dict[str, Any], *, stamp: bool = True) -> None:
         if stamp:
             obj["metadata"]["resourceVersion"] = str(self._next_rv())
-        event = WatchEvent(kind, resource, copy.deepcopy(obj), int(obj["metadata"]["resourceVersion"]))
+        event = WatchEvent(kind, resource, _clone(obj), int(obj["metadata"]["resourceVersion"]))
         self._history.append(event)
         for callback in list(self._subscribers):
             callback(event)
