@@ -97,6 +97,11 @@ RULES = [
      ["'1873Gi'", "1872 GiB", "at most 1872Gi"]),
     ({"serving": {"head_resources": {"cpu": "17", "memory": "32Gi"}}}, "serving.head_resources.cpu",
      ["'17'", "'e2-standard-16'", "at most 16"]),
+    ({"serving": {"head_resources": {"cpu": "2", "memory": "65Gi"}}}, "serving.head_resources.memory",
+     ["'65Gi'", "64 GiB", "at most 64Gi"]),
+    ({"validation": {"base_url": "localhost:8000"}}, "validation.base_url", ["'localhost:8000'"]),
+    ({"operator": {"namespace": "Ray_System"}}, "operator.namespace", ["'Ray_System'"]),
+    ({"serving": {"hf_token_secret_key": "bad key"}}, "serving.hf_token_secret_key", ["'bad key'"]),
     ({"serving": {"worker_resources": {"cpu": "24", "memory": "lots"}}}, "serving.worker_resources.memory",
      ["'lots'", "'32Gi'"]),
     # capacity modes
