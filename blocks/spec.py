@@ -81,6 +81,14 @@ class SpecModel(BaseModel):
         except ValidationError as e:
             raise spec_error_from(e, cls) from None
 
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes, **kwargs: Any):  # type: ignore[override]
+        """Validate JSON like pydantic does, raising `SpecError` instead of `ValidationError`."""
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as e:
+            raise spec_error_from(e, cls) from None
+
 
 class ClusterSpec(SpecModel):
     """The GKE cluster and its CPU (default) node pool: `gcloud container clusters create`."""
@@ -276,6 +284,8 @@ class StackSpec(SpecModel):
             return {**data, "gpu_pool": {"node_locations": [location]}}
         if isinstance(pool, dict) and "node_locations" not in pool:
             return {**data, "gpu_pool": {**pool, "node_locations": [location]}}
+        if isinstance(pool, GpuPoolSpec) and "node_locations" not in pool.model_fields_set:
+            return {**data, "gpu_pool": {**pool.model_dump(exclude_unset=True), "node_locations": [location]}}
         return data
 
     @model_validator(mode="after")

@@ -71,6 +71,14 @@ def test_pool_zone_follows_the_cluster_zone_when_not_given():
     spec = StackSpec(cluster={"project": "my-gcp-project", "location": "us-central1-c"},
                      gpu_pool={"name": "h100"})
     assert spec.gpu_pool.node_locations == ["us-central1-c"]
+    spec = StackSpec(cluster={"project": "my-gcp-project", "location": "us-central1-c"},
+                     gpu_pool=GpuPoolSpec(name="h100"))
+    assert (spec.gpu_pool.name, spec.gpu_pool.node_locations) == ("h100", ["us-central1-c"])
+
+
+def test_json_validation_raises_spec_error_too():
+    with pytest.raises(SpecError, match="cluster.node_count: Input should be greater than 0"):
+        StackSpec.model_validate_json('{"cluster": {"project": "my-gcp-project", "node_count": 0}}')
 
 
 def test_yaml_round_trip_is_lossless(tmp_path):
