@@ -61,6 +61,9 @@ def capacity_mode_of(pool: T.NodePool) -> CapacityMode:
     return CapacityMode.ON_DEMAND
 
 
+_ONLY_WHEN_SET = {"reservation", "placement_policy", "local_ssd_count", "image_streaming", "gvnic"}
+
+
 def _frozen_fields(pool: T.NodePool) -> dict[str, object]:
     config = pool.config
     return {
@@ -83,9 +86,12 @@ def frozen_pool_drift(live: T.NodePool, desired: T.NodePool) -> dict[str, tuple[
     """Return {field: (live, spec)} for the fields a pool cannot change without being recreated (pure).
 
     Node count is compared at creation size: GKE keeps `initialNodeCount` and we do not resize.
+    Optional settings count only when the spec sets them: GKE may turn some on by itself (e.g. gVNIC
+    on accelerator-optimized machines), and that is not drift.
     """
     have, want = _frozen_fields(live), _frozen_fields(desired)
-    return {k: (have[k], want[k]) for k in want if have[k] != want[k]}
+    return {k: (have[k], want[k]) for k in want
+            if have[k] != want[k] and (k not in _ONLY_WHEN_SET or want[k])}
 
 
 def plan_node_pool(live: T.NodePool | None, desired: T.NodePool, *, stack: str) -> Plan:

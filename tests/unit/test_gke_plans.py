@@ -184,3 +184,14 @@ def test_operation_description_carries_status_message_and_progress():
                      progress=T.OperationProgress(metrics=[T.OperationProgress.Metric(name="NODES_DONE",
                                                                                       int_value=1)]))
     assert describe_operation(op) == "RUNNING, NODES_DONE=1, Creating nodes"
+
+
+def test_settings_gke_turns_on_by_itself_are_not_pool_drift(spec):
+    desired = desired_node_pool(spec, zone="us-east5-a", capacity_mode=CapacityMode.ON_DEMAND)
+    live = _live_pool(desired)
+    live.config.gvnic.enabled = True                       # GKE enables gVNIC on A3 machines itself
+    assert plan_node_pool(live, desired, stack="llm").action is Action.NOOP
+    wants_gvnic = desired_node_pool(spec.updated({"gpu_pool": {"gvnic": True}}), zone="us-east5-a",
+                                    capacity_mode=CapacityMode.ON_DEMAND)
+    with pytest.raises(DriftError, match="gvnic: live False, spec True"):
+        plan_node_pool(_live_pool(desired), wants_gvnic, stack="llm")
