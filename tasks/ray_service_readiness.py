@@ -223,7 +223,7 @@ def _detail(rs: Obj, pods: list[Obj], phase: Phase, obs: Observation) -> str:
                 f"{ready.get('reason', '')}, endpoints={status.get('numServeEndpoints') or 0}, "
                 f"observedGeneration={status.get('observedGeneration')} of "
                 f"{(rs.get('metadata') or {}).get('generation')})")
-    return f"{phase.value}: {which} cluster apps {apps_text}"
+    return f"{which} cluster {_current_cluster(status)}: apps {apps_text}"
 
 
 def _unschedulable_suspect(pods: list[Obj], obs: Observation) -> str | None:
@@ -317,6 +317,11 @@ def _current_apps(status: Obj) -> dict[str, Obj]:
     if pending.get("rayClusterName"):
         return pending.get("applicationStatuses") or {}
     return (status.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
+
+
+def _current_cluster(status: Obj) -> str:
+    pending = (status.get("pendingServiceStatus") or {}).get("rayClusterName")
+    return pending or (status.get("activeServiceStatus") or {}).get("rayClusterName") or "?"
 
 
 def _app_healthy(app: Obj) -> bool:

@@ -203,6 +203,10 @@ class KubeApi:
         url_path, what = resource.path(namespace), f"watch {resource.plural}"
         read_timeout_s = idle_timeout_s if idle_timeout_s is not None else timeout_s + 15
         response = self._open(url_path, query=query, what=what, read_timeout_s=read_timeout_s)
+        if response is None:          # no answer within the idle timeout: nothing happened
+            if idle_timeout_s is None:
+                raise KubeUnavailable(f"{what}: the API server did not answer within {read_timeout_s:.0f}s")
+            return
         try:
             for line in iter_resp_lines(response):
                 event = _parse_event(line, what)
@@ -249,22 +253,27 @@ class KubeApi:
             raise KubeUnavailable(f"{what}: {method} {path} failed ({type(e).__name__}: {e})") from e
 
     def _open(self, path: str, *, query: list[tuple[str, str]], what: str, read_timeout_s: float):
+        """Open a streaming GET without urllib3's automatic retries (a watch that times out must end)."""
+        method, url, headers, _, _ = self._client.param_serialize(
+            "GET", path, query_params=query, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
         try:
-            request = self._client.param_serialize("GET", path, query_params=query,
-                                                   header_params={"Accept": "application/json"},
-                                                   auth_settings=["BearerToken"])
-            response = self._client.call_api(*request, _request_timeout=(10, read_timeout_s))
-        except ApiException as e:
-            raise _translate(e, what) from e
+            response = self._client.rest_client.pool_manager.request(
+                method, url, headers=headers, preload_content=False, retries=False,
+                timeout=urllib3.Timeout(connect=10, read=read_timeout_s))
+        except urllib3.exceptions.ReadTimeoutError:
+            return None
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise KubeUnavailable(f"{what}: could not open the watch ({type(e).__name__}: {e})") from e
         if not 200 <= response.status <= 299:
-            response.read()
+            body = response.data
+            response.release_conn()
             try:
-                self._client.response_deserialize(response, {"2XX": "object"})
-            except ApiException as e:
-                raise _translate(e, what) from e
-        return response.response
+                status = json.loads(body)
+            except ValueError:
+                status = {"code": response.status, "message": body[:300].decode(errors="replace")}
+            raise _status_error(status, what, code=response.status)
+        return response
 
 
 def _is_timeout(error: Exception) -> bool:

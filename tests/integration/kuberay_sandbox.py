@@ -91,26 +91,13 @@ def api_client_for(cluster: KubeCluster, spy: RequestSpy) -> kubernetes.client.A
     return client
 
 
-def _controllers() -> list[type]:
-    try:
-        return default_controllers()
-    except ImportError:   # TEMPORARY until sandbox.kube.controllers.CONTROLLERS lands
-        from sandbox.kube.controllers.gc import GarbageCollector
-
-        from sandbox.kube.controllers.deployments import DeploymentController
-        from sandbox.kube.controllers.kubelet import Kubelet
-        from sandbox.kube.controllers.nodes import NodeController
-        from sandbox.kube.controllers.scheduler import Scheduler
-        return [NodeController, Scheduler, Kubelet, DeploymentController, GarbageCollector]
-
-
 def start_kube_sandbox(*, time_scale: float = TIME_SCALE, gpu_nodes: int = 0,
                        profile: str = "realistic") -> KubeSandbox:
     """Start one simulated cluster with a CPU node (and `gpu_nodes` GPU nodes)."""
     sim_clock = SandboxClock(time_scale)
     loaded = load_profile(profile)
     cluster = KubeCluster(ClusterRef("my-project", "us-east5-a", "kuberay-gpu-cluster"), clock=sim_clock,
-                          profile=loaded, faults=Faults(seed=0), controllers=_controllers())
+                          profile=loaded, faults=Faults(seed=0), controllers=default_controllers())
     cluster.start()
     add_node_pool_nodes(cluster.ctx, CPU_POOL, ["gke-kuberay-gpu-cluster-default-pool-0000"])
     spy = RequestSpy()
