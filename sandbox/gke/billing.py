@@ -34,18 +34,18 @@ class Meter:
         self._pools: dict[tuple[str, str], PoolMeter] = {}
 
     def vms_started(self, cluster: str, pool: str, machine_type: str, gpus_per_node: int,
-                    vm_names: list[str]) -> None:
-        """VMs of `pool` now exist: billing starts for each of them."""
-        now = self._clock.elapsed_s()
+                    vm_names: list[str], at: float | None = None) -> None:
+        """VMs of `pool` exist since simulated second `at` (default now): billing starts for each."""
+        now = self._clock.elapsed_s() if at is None else at
         with self._lock:
             meter = self._pools.setdefault((cluster, pool), PoolMeter(
                 cluster, pool, machine_type, gpus_per_node, float(self._prices.get(machine_type, 0.0))))
             for name in vm_names:
                 meter.vms.setdefault(name, [now, -1.0])
 
-    def vms_deleted(self, cluster: str, pool: str) -> None:
-        """Every VM of `pool` is gone: billing stops for all of them."""
-        now = self._clock.elapsed_s()
+    def vms_deleted(self, cluster: str, pool: str, at: float | None = None) -> None:
+        """Every VM of `pool` is gone since simulated second `at` (default now): billing stops."""
+        now = self._clock.elapsed_s() if at is None else at
         with self._lock:
             meter = self._pools.get((cluster, pool))
             for span in meter.vms.values() if meter else ():

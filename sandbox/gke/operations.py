@@ -10,6 +10,7 @@ outside it, so a slow hook never blocks the API.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ class Lifecycle:
     def __init__(self, state: GkeState, clock: ScaledClock, profile: dict[str, Any], hooks: ClusterHooks,
                  meter: Meter):
         self.state, self.clock, self.profile, self.hooks, self.meter = state, clock, profile, hooks, meter
+        self._due = threading.local()
 
     # -- operations -----------------------------------------------------------------------------
     def start(self, cluster: ClusterRecord, op_type: str, target: str) -> OperationRecord:
@@ -54,7 +56,7 @@ class Lifecycle:
     def finish(self, op: OperationRecord, error: str = "", code: int = 0,
                conditions: list[dict[str, Any]] | None = None) -> None:
         """Mark `op` DONE (with an error if given) and free its cluster (caller holds the lock)."""
-        op.resource.update(status="DONE", endTime=self.clock.rfc3339())
+        op.resource.update(status="DONE", endTime=self.rfc3339())
         if error:
             # gcloud reads statusMessage; the client library reads error; both carry the text.
             op.resource.update(statusMessage=error, error={"code": code, "message": error})
@@ -66,7 +68,26 @@ class Lifecycle:
             cluster.busy = None
 
     def after(self, sim_s: float, callback: Callable[[], None]) -> None:
-        self.clock.call_later(float(sim_s), callback)
+        """Run `callback` `sim_s` simulated seconds from now; inside it, `now_s()` is that due time."""
+        due = self.clock.elapsed_s() + max(0.0, float(sim_s))
+
+        def run() -> None:
+            self._due.at = due
+            try:
+                callback()
+            finally:
+                self._due.at = None
+
+        self.clock.call_at(due, run)
+
+    def now_s(self) -> float:
+        """Simulated elapsed seconds of the event being played (its scheduled time, not when the busy
+        timer thread got to it), so bills and timestamps do not depend on the host's load."""
+        at = getattr(self._due, "at", None)
+        return self.clock.elapsed_s() if at is None else at
+
+    def rfc3339(self) -> str:
+        return self.clock.rfc3339(self.clock.now() - self.clock.elapsed_s() + self.now_s())
 
     # -- VMs and nodes --------------------------------------------------------------------------
     def vms_up(self, cluster: ClusterRecord, pool: PoolRecord, count: int | None = None) -> None:
@@ -77,10 +98,11 @@ class Lifecycle:
                     or pool.resource.get("status") != "PROVISIONING":
                 return      # the create already ended (stockout) or the pool is going away
             if not pool.node_names:
-                pool.node_names = self.state.node_names(cluster.ref.name, pool.name, pool.zones, per_zone)
+                pool.node_names = self.state.node_names(pool.groups, per_zone)
             names = pool.node_names if count is None else pool.node_names[:count]
             pool.node_names = names
-        self.meter.vms_started(cluster.ref.key, pool.name, pool.machine.machine_type, pool.machine.gpus, names)
+        self.meter.vms_started(cluster.ref.key, pool.name, pool.machine.machine_type, pool.machine.gpus, names,
+                               at=self.now_s())
 
     def nodes_registered(self, cluster: ClusterRecord, pool: PoolRecord) -> None:
         """The pool's VMs have booted: the Kubernetes side registers them as Nodes."""
@@ -92,7 +114,7 @@ class Lifecycle:
             self.hook("node_pool_running", cluster.ref, resource, names)
 
     def vms_down(self, cluster: ClusterRecord, pool: PoolRecord) -> None:
-        self.meter.vms_deleted(cluster.ref.key, pool.name)
+        self.meter.vms_deleted(cluster.ref.key, pool.name, at=self.now_s())
 
     def hook(self, name: str, *args: Any) -> Any:
         """Call a Kubernetes-side hook; log and return None if it fails."""

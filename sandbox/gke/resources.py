@@ -25,7 +25,7 @@ def fingerprint(data: Any) -> str:
 
 
 def new_pool(project: str, location: str, cluster: str, pool: dict[str, Any], zones: list[str],
-             versions: dict[str, str]) -> dict[str, Any]:
+             groups: list[str], versions: dict[str, str]) -> dict[str, Any]:
     """`pool` as sent plus GKE's server-side fields, status PROVISIONING."""
     config = dict(_NODE_CONFIG_DEFAULTS, **pool.get("config", {}))
     config.setdefault("machineType", catalog.DEFAULT_MACHINE_TYPE)
@@ -37,8 +37,8 @@ def new_pool(project: str, location: str, cluster: str, pool: dict[str, Any], zo
     resource.setdefault("upgradeSettings", {"maxSurge": 1, "strategy": "SURGE"})
     resource.setdefault("podIpv4CidrSize", 24)
     resource["instanceGroupUrls"] = [
-        f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/instanceGroupManagers/"
-        f"gke-{cluster[:20]}-{pool['name'][:20]}-grp" for zone in zones]
+        f"https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/instanceGroupManagers/{group}-grp"
+        for zone, group in zip(zones, groups, strict=True)]
     resource["etag"] = fingerprint(resource)
     return resource
 

@@ -232,8 +232,9 @@ class GkeService:
         if int(spec.get("initialNodeCount", 0)) < (0 if autoscaling else 1):
             raise errors.invalid(f'Invalid value for field "{field}.initialNodeCount": '
                                  f'{spec.get("initialNodeCount", 0)}. Must be greater than zero.')
-        resource = resources.new_pool(project, location, cluster, spec, zones, self.versions)
-        return PoolRecord(resource, machine, zones)
+        groups = self.state.instance_groups(cluster, spec["name"], zones)
+        resource = resources.new_pool(project, location, cluster, spec, zones, groups, self.versions)
+        return PoolRecord(resource, machine, zones, groups)
 
     def _check_mutable(self, cluster: ClusterRecord) -> None:
         """One cluster-level operation at a time (caller holds the lock)."""

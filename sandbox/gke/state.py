@@ -24,6 +24,7 @@ class PoolRecord:
     resource: dict[str, Any]
     machine: Machine
     zones: list[str]
+    groups: list[str]                      # one managed instance group per zone: gke-<cluster>-<pool>-<hash>
     node_names: list[str] = field(default_factory=list)
 
     @property
@@ -91,21 +92,25 @@ class GkeState:
 
     # -- ids ------------------------------------------------------------------------------------
     def hex_id(self, length: int) -> str:
-        return "".join(self._rng.choice("0123456789abcdef") for _ in range(length))
+        """Random hex characters from the seeded source (ids repeat run to run for the same seed)."""
+        with self.lock:
+            return "".join(self._rng.choice("0123456789abcdef") for _ in range(length))
 
     def operation_name(self, epoch_s: float) -> str:
         """GKE's operation id shape: `operation-<epoch ms>-<hex>`."""
         return f"operation-{int(epoch_s * 1000)}-{self.hex_id(8)}"
 
-    def node_names(self, cluster: str, pool: str, zones: list[str], per_zone: int) -> list[str]:
-        """Node (VM) names as GKE's instance groups make them: gke-<cluster>-<pool>-<hash>-<suffix>."""
-        names = []
-        for _zone in zones:
-            group = f"gke-{cluster[:20].rstrip('-')}-{pool[:20].rstrip('-')}-{self.hex_id(8)}"
-            alphabet = string.ascii_lowercase + string.digits
-            names += [f"{group}-{''.join(self._rng.choice(alphabet) for _ in range(4))}"
-                      for _ in range(per_zone)]
-        return names
+    def instance_groups(self, cluster: str, pool: str, zones: list[str]) -> list[str]:
+        """GKE's instance group base names, one per zone: gke-<cluster>-<pool>-<hash> (names truncated)."""
+        with self.lock:
+            return [f"gke-{cluster[:20].rstrip('-')}-{pool[:20].rstrip('-')}-{self.hex_id(8)}" for _ in zones]
+
+    def node_names(self, groups: list[str], per_zone: int) -> list[str]:
+        """Node (VM) names as the instance groups make them: <group>-<4 random characters>."""
+        alphabet = string.ascii_lowercase + string.digits
+        with self.lock:
+            return [f"{group}-{''.join(self._rng.choice(alphabet) for _ in range(4))}"
+                    for group in groups for _ in range(per_zone)]
 
 
 def link(project: str, location: str, *parts: str) -> str:

@@ -42,10 +42,17 @@ def gcloud(tmp_path_factory):
         return done.returncode, done.stdout, done.stderr
 
     with running_sandbox(time_scale=200000.0) as sandbox:
-        for key, value in [("api_endpoint_overrides/container", f"{sandbox.gke_url}/"),
-                           ("api_endpoint_overrides/serviceusage", f"{sandbox.gke_url}/"),
-                           ("auth/disable_credentials", "true"), ("core/project", PROJECT)]:
-            run("config", "set", key, value)
+        # The same properties `gcloud config set` writes (one real call below proves the command),
+        # written directly because every gcloud start costs a second of CPU.
+        (home / "config" / "configurations").mkdir(parents=True)
+        (home / "config" / "active_config").write_text("default")
+        (home / "config" / "configurations" / "config_default").write_text(
+            f"[core]\nproject = {PROJECT}\n[auth]\ndisable_credentials = true\n"
+            f"[api_endpoint_overrides]\nserviceusage = {sandbox.gke_url}/\n")
+        run("config", "set", "api_endpoint_overrides/container", f"{sandbox.gke_url}/")
+        _, out, _ = run("config", "list", "--format=json")
+        assert json.loads(out)["api_endpoint_overrides"] == {"container": f"{sandbox.gke_url}/",
+                                                             "serviceusage": f"{sandbox.gke_url}/"}
         run.sandbox = sandbox
         yield run
 
@@ -104,7 +111,6 @@ def test_a_stockout_makes_the_guides_pool_command_fail_with_gce_stockout(gcloud)
     sandbox.inject({"kind": "stockout", "zone": ZONE, "times": 1})
     code, _, err = gcloud(*[a.replace("kuberay-gpu-cluster", "stockout-cluster") for a in GUIDE_POOL], check=False)
     assert code == 1 and "GCE_STOCKOUT" in err and "does not have enough resources available" in err
-    _, out, _ = gcloud("container", "node-pools", "list", "--cluster", "stockout-cluster", "--zone", ZONE,
-                       "--format=value(name,status)")
-    assert out.split() == ["default-pool", "RUNNING", "gpu-node-pool", "ERROR"]
-    gcloud("container", "clusters", "delete", "stockout-cluster", "--zone", ZONE, "--quiet")
+    (cluster,) = [c for c in sandbox.inventory()["clusters"] if c["name"] == "stockout-cluster"]
+    assert [(p["name"], p["status"], p["vms_running"]) for p in cluster["node_pools"]] == [
+        ("default-pool", "RUNNING", 1), ("gpu-node-pool", "ERROR", 0)]

@@ -110,6 +110,8 @@ def test_nodes_are_named_like_gke_and_listed_in_inventory(client, gke_sandbox):
     nodes = pools["gpu-node-pool"]["nodes"]
     assert len(nodes) == 2 and len(set(nodes)) == 2
     assert all(n.startswith("gke-kuberay-gpu-cluster-gpu-node-pool-") and len(n) <= 63 for n in nodes)
+    (group_url,) = client.get_node_pool(name=POOL).instance_group_urls
+    assert group_url.endswith(f"/zones/{ZONE}/instanceGroupManagers/{nodes[0][:-5]}-grp")   # same MIG
     assert pools["gpu-node-pool"]["accelerator"] == "nvidia-h100-80gb"
     assert pools["gpu-node-pool"]["gpus_per_node"] == 8 and pools["gpu-node-pool"]["vms_running"] == 2
     wait_for(lambda: pools["default-pool"]["status"] == "RUNNING")
