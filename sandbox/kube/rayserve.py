@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +47,17 @@ def serve_registry(ctx: ClusterContext) -> ServeRegistry:
     """The Serve instances of one simulated cluster (created on first use)."""
     with _registries_lock:
         registry = _registries.get(id(ctx))
-        if registry is None:
+        if registry is None or registry.ctx is not ctx:
             registry = _registries[id(ctx)] = ServeRegistry(ctx)
-            weakref.finalize(ctx, _registries.pop, id(ctx), None)
         return registry
+
+
+def forget_registry(ctx: ClusterContext) -> None:
+    """Drop the cluster's Serve instances (its controllers stopped)."""
+    with _registries_lock:
+        registry = _registries.get(id(ctx))
+        if registry is not None and registry.ctx is ctx:
+            del _registries[id(ctx)]
 
 
 def ray_version_of(image: str) -> tuple[int, int]:

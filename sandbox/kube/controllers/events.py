@@ -59,3 +59,10 @@ def events_for(ctx: ClusterContext, name: str, namespace: str | None = None) -> 
     """Events whose involved object is `name` (for tests and inventory), oldest first."""
     items, _ = ctx.store.list(EVENTS, namespace)
     return [e for e in items if e.get("involvedObject", {}).get("name") == name]
+
+
+def forget_events(ctx: ClusterContext) -> None:
+    """Drop the aggregation index of a stopped cluster."""
+    with _lock:
+        for key in [k for k in _seen if k[0] == id(ctx)]:
+            del _seen[key]

@@ -39,6 +39,8 @@ class PodRun:
     """What the kubelet knows about one pod it runs (simulated seconds on the clock's elapsed axis)."""
 
     uid: str
+    namespace: str
+    name: str
     node: str
     pod_ip: str
     start_time: str
@@ -100,9 +102,9 @@ class Kubelet(Reconciler):
         name = node["metadata"]["name"]
         count = self.ip_counters[name] = self.ip_counters.get(name, 1) + 1
         prefix = node["spec"].get("podCIDR", "10.64.0.0/24").rsplit(".", 1)[0]
-        run = PodRun(uid=pod["metadata"]["uid"], node=name, pod_ip=f"{prefix}.{count % 250 + 2}",
+        run = PodRun(uid=pod["metadata"]["uid"], namespace=pod["metadata"].get("namespace"),
+                     name=pod["metadata"]["name"], node=name, pod_ip=f"{prefix}.{count % 250 + 2}",
                      start_time=self.ctx.clock.rfc3339())
-        run.pod_ref = (pod["metadata"].get("namespace"), pod["metadata"]["name"])  # type: ignore[attr-defined]
         self.runs[run.uid] = run
         return run
 
@@ -204,9 +206,11 @@ class Kubelet(Reconciler):
         return run.restart_at
 
     def _forget(self, run: PodRun) -> None:
-        namespace, name = run.pod_ref  # type: ignore[attr-defined]
-        programs.stopped(self.ctx, {"metadata": {"namespace": namespace, "name": name, "uid": run.uid}})
-        self.ctx.pod_ports.close(namespace, name)
+        programs.stopped(self.ctx, {"metadata": {"namespace": run.namespace, "name": run.name, "uid": run.uid}})
+
+    def stop(self) -> None:
+        super().stop()
+        programs.detach(self.ctx)
 
     # -- status ---------------------------------------------------------------------------------
     def _write(self, pod: dict[str, Any], run: PodRun, now: float) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from sandbox.kube import rayserve
 from sandbox.kube.context import ClusterContext
 from sandbox.kube.controllers.base import PODS, take_fault
+from sandbox.kube.controllers.events import forget_events
 from sandbox.kube.controllers.operator import is_operator_pod, missing_crds
 
 UNREADY_WORKER_MESSAGE = ("Readiness probe failed: success\nwget: can't connect to remote host (127.0.0.1): "
@@ -29,6 +30,12 @@ UNREADY_WORKER_MESSAGE = ("Readiness probe failed: success\nwget: can't connect 
 
 def attach(ctx: ClusterContext, kick: Callable[[], None]) -> None:
     rayserve.serve_registry(ctx).add_listener(kick)
+
+
+def detach(ctx: ClusterContext) -> None:
+    """The cluster's kubelets stopped: its Ray processes and recorded events go with it."""
+    rayserve.forget_registry(ctx)
+    forget_events(ctx)
 
 
 def images_of(pod: dict[str, Any]) -> list[str]:
