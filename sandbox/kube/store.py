@@ -51,6 +51,9 @@ class WatchEvent:
     resource: ResourceKey
     object: dict[str, Any]
     resource_version: int
+    # The object before a replace (MODIFIED), for label-selector watches; None for in-place changes
+    # (deletionTimestamp) that leave labels alone. Shared, never mutated: do not modify it.
+    previous: dict[str, Any] | None = None
 
 
 def _clone(obj: Any) -> Any:
@@ -155,7 +158,7 @@ class ObjectStore:
                 self._emit("DELETED", resource, obj, stamp=False)
                 return _clone(obj)
             self._objects[key] = obj
-            self._emit("MODIFIED", resource, obj)
+            self._emit("MODIFIED", resource, obj, previous=live)
             return _clone(obj)
 
     def mutate(self, resource: ResourceKey, namespace: str | None, name: str,
@@ -240,10 +243,11 @@ class ObjectStore:
         self._last_rv = next(self._rv)
         return self._last_rv
 
-    def _emit(self, kind: str, resource: ResourceKey, obj: dict[str, Any], *, stamp: bool = True) -> None:
+    def _emit(self, kind: str, resource: ResourceKey, obj: dict[str, Any], *, stamp: bool = True,
+              previous: dict[str, Any] | None = None) -> None:
         if stamp:
             obj["metadata"]["resourceVersion"] = str(self._next_rv())
-        event = WatchEvent(kind, resource, _clone(obj), int(obj["metadata"]["resourceVersion"]))
+        event = WatchEvent(kind, resource, _clone(obj), int(obj["metadata"]["resourceVersion"]), previous)
         self._history.append(event)
         for callback in list(self._subscribers):
             callback(event)

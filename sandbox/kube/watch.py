@@ -50,26 +50,24 @@ class _Filter:
 
     def __init__(self, spec: WatchSpec):
         self.spec = spec
-        self.visible: set[tuple[str | None, str]] = set()
+
+    def _match(self, obj: dict[str, Any]) -> bool:
+        return self.spec.labels(obj) and self.spec.fields(obj)
 
     def __call__(self, event: WatchEvent) -> tuple[str, dict[str, Any]] | None:
         obj = event.object
-        meta = obj.get("metadata") or {}
-        if self.spec.namespace is not None and meta.get("namespace") != self.spec.namespace:
+        if self.spec.namespace is not None and (obj.get("metadata") or {}).get("namespace") != self.spec.namespace:
             return None
-        ref = (meta.get("namespace"), meta.get("name", ""))
-        matches = event.type != "DELETED" and self.spec.labels(obj) and self.spec.fields(obj)
-        was = ref in self.visible
+        now = self._match(obj)
         if event.type == "DELETED":
-            self.visible.discard(ref)
-            return ("DELETED", obj) if was or (self.spec.labels(obj) and self.spec.fields(obj)) else None
-        if matches:
-            self.visible.add(ref)
-            return ("ADDED" if event.type == "ADDED" or not was else "MODIFIED"), obj
-        if was:
-            self.visible.discard(ref)
-            return "DELETED", obj
-        return None
+            return ("DELETED", obj) if now else None
+        if event.type == "ADDED":
+            return ("ADDED", obj) if now else None
+        # An in-place change (no previous object) never touches labels, so it matched before iff now.
+        was = self._match(event.previous) if event.previous is not None else now
+        if now:
+            return ("MODIFIED" if was else "ADDED"), obj
+        return ("DELETED", obj) if was else None
 
 
 async def stream_events(store: ObjectStore, spec: WatchSpec) -> AsyncIterator[bytes]:
@@ -96,7 +94,6 @@ async def stream_events(store: ObjectStore, spec: WatchSpec) -> AsyncIterator[by
     try:
         for obj in initial:
             if spec.labels(obj) and spec.fields(obj):
-                watched.visible.add(((obj["metadata"]).get("namespace"), obj["metadata"]["name"]))
                 yield _line("ADDED", shaped(spec.rtype, obj))
         async for chunk in _follow(store, spec, events, watched):
             yield chunk

@@ -125,9 +125,9 @@ def raw_request(cluster: KubeCluster, method: str, path: str, body: bytes | None
     context = ssl.create_default_context(cadata=cluster.ca_pem)
     try:
         with urllib.request.urlopen(request, context=context) as answer:
-            return answer.status, dict(answer.headers), answer.read()
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
 def raw_get(cluster: KubeCluster, path: str) -> Any:
