@@ -185,3 +185,16 @@ def test_a_missing_crd_makes_the_operator_crash_loop_after_the_cache_sync_timeou
     assert not sim.rayservice().get("status")
     install_crds(sim, ("rayjobs",))
     sim.wait_for(lambda: is_serving(sim.rayservice()), what="serving once the CRD exists", timeout_s=30)
+
+
+def test_the_initializing_timeout_annotation_deletes_the_clusters_for_good(sim):
+    service = sample_rayservice()
+    service["metadata"]["annotations"] = {"ray.io/initializing-timeout": "10m"}
+    sim.ctx.faults.add({"kind": "stalled_download"})
+    start(sim, service)
+    rs = sim.wait_for(lambda: (r := sim.rayservice()) and condition(r, "Ready").get("reason") == "InitializingTimeout"
+                      and r, what="InitializingTimeout")
+    assert condition(rs, "Ready")["status"] == "False" and "600s" in condition(rs, "Ready")["message"]
+    sim.wait_for(lambda: not sim.store.list(("ray.io", "rayclusters"))[0], what="clusters deleted")
+    sim.ctx.clock.sleep(600)
+    assert not sim.store.list(("ray.io", "rayclusters"))[0]

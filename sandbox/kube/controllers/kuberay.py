@@ -87,6 +87,9 @@ class RayServiceController(Reconciler):
         hint = rayserve.serve_registry(self.ctx).next_change_in()
         if hint is not None:
             self.wake_in(hint)
+        for timeout in (services.initializing_timeout_s(rs) for rs in self.ctx.store.list(RAYSERVICES)[0]):
+            if timeout is not None:
+                self.wake_in(min(timeout, 60.0))   # look again often enough to notice the deadline
 
     # -- one RayService ---------------------------------------------------------------------------
     def _reconcile_service(self, rs: dict[str, Any]) -> None:
@@ -98,6 +101,11 @@ class RayServiceController(Reconciler):
             return
         if not status.get("conditions"):
             services.init_conditions(self.ctx, status, rs)
+        if services.ready_reason(status) == "InitializingTimeout":
+            return   # terminal: the RayService must be deleted and recreated (upstream)
+        if services.initializing_timed_out(self.ctx, rs, status):
+            self._give_up(rs, status)
+            return
         if self._plan_clusters(rs, status):
             self._write(rs, status)
             return
@@ -251,6 +259,19 @@ class RayServiceController(Reconciler):
                                   lambda live: change(live["metadata"]))
         except NotFound:
             return
+
+    def _give_up(self, rs: dict[str, Any], status: dict[str, Any]) -> None:
+        """`ray.io/initializing-timeout` passed: delete the clusters and mark Ready False for good."""
+        for cluster in self._owned_clusters(rs):
+            self._delete_cluster(rs, cluster)
+        timeout = services.initializing_timeout_s(rs)
+        message = f"RayService did not become ready within the initializing timeout of {timeout:.0f}s"
+        services.set_ready(self.ctx, status, rs, "False", "InitializingTimeout", message)
+        status["activeServiceStatus"] = {"rayClusterName": ""}
+        status["pendingServiceStatus"] = {"rayClusterName": ""}
+        status["numServeEndpoints"] = 0
+        if self._write(rs, status):
+            record_event(self.ctx, rs, "Warning", "InitializingTimeout", message, component=COMPONENT)
 
     def _finalize(self, rs: dict[str, Any]) -> None:
         for cluster in self._owned_clusters(rs):

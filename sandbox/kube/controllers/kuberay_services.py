@@ -3,12 +3,15 @@
 `<name>-head-svc` (headless, the head's ports) and `<name>-serve-svc` (ClusterIP, only `serve*`
 ports, selector `ray.io/cluster=<cluster>, ray.io/serve=true`) are created when the apps first run
 and re-pointed at the new cluster on promotion. `numServeEndpoints` counts the ready pods behind the
-serve service; `Ready` follows it (`calculateConditions`).
+serve service; `Ready` follows it (`calculateConditions`). The opt-in `ray.io/initializing-timeout`
+annotation (v1.5.0+) is measured from the `Ready` condition's last transition.
 """
 
 from __future__ import annotations
 
 import random
+import re
+from datetime import datetime, timezone
 from typing import Any
 
 from sandbox.kube import rayserve
@@ -143,3 +146,35 @@ def set_conditions(ctx: ClusterContext, status: dict[str, Any], rs: dict[str, An
     else:
         set_condition(conditions, "UpgradeInProgress", "Unknown", now=now, reason="NoActiveCluster",
                       message="No active Ray cluster exists, and the RayService is initializing", extra=extra)
+
+
+INITIALIZING_TIMEOUT = "ray.io/initializing-timeout"
+_GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def initializing_timeout_s(rs: dict[str, Any]) -> float | None:
+    """The `ray.io/initializing-timeout` annotation in seconds (Go duration or integer seconds), if any."""
+    raw = ((rs["metadata"].get("annotations") or {}).get(INITIALIZING_TIMEOUT) or "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        return float(raw)
+    match = _GO_DURATION.match(raw)
+    if not match or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def initializing_timed_out(ctx: ClusterContext, rs: dict[str, Any], status: dict[str, Any]) -> bool:
+    """True once `Ready` has been False/Initializing for longer than the annotation allows (v1.5.0+)."""
+    timeout = initializing_timeout_s(rs)
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if timeout is None or ready is None or ready.get("reason") != "Initializing":
+        return False
+    since = datetime.strptime(ready["lastTransitionTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return ctx.clock.now() - since.timestamp() > timeout
+
+
+def ready_reason(status: dict[str, Any]) -> str:
+    return next((c.get("reason", "") for c in status.get("conditions") or [] if c.get("type") == "Ready"), "")

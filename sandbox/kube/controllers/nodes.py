@@ -12,6 +12,7 @@ any GPU node) disappears, as when its VM dies; its pods fail and their controlle
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Any
 
@@ -169,8 +170,18 @@ def _node_object(ctx: ClusterContext, node_pool: dict[str, Any], name: str, *, z
                    "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
                                 "osImage": "Container-Optimized OS from Google", "operatingSystem": "linux",
                                 "architecture": "amd64", "containerRuntimeVersion": "containerd://1.7.28",
-                                "kernelVersion": "6.6.97+"}},
+                                "kernelVersion": "6.6.97+",
+                                # Always set by a real kubelet; the official client's models require them.
+                                **_machine_ids(name)}},
     }
+
+
+def _machine_ids(name: str) -> dict[str, str]:
+    """machineID, systemUUID and bootID, stable per node name (hex digests, like the real ones)."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    uuid = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+    return {"machineID": digest[32:64], "systemUUID": uuid, "bootID": f"{digest[:8]}-{digest[40:44]}-4"
+            f"{digest[44:47]}-8{digest[47:50]}-{digest[50:62]}"}
 
 
 def _gpu_ready(ctx: ClusterContext, name: str, gpus: int) -> None:
