@@ -2,9 +2,13 @@
 
 The requests are `google.cloud.container_v1` messages equivalent to the guide's gcloud commands,
 including what gcloud adds on its own and the raw API does not: the `gke-default` OAuth scopes on the
-nodes, a VPC-native IP allocation policy, node auto-repair/auto-upgrade, and an explicit GPU driver
-install (the proto says an unset driver version installs none). Owner labels go on the cluster
-(`resource_labels`) and on the GPU pool's VMs (`NodeConfig.resource_labels`).
+nodes, node auto-repair/auto-upgrade and surge upgrades of one node (captured from gcloud's own
+request bodies; tests/unit/test_blocks_render_gke.py compares them when gcloud is installed).
+Beyond gcloud we set, on purpose: owner labels on the cluster (`resource_labels`) and on the GPU
+pool's VMs (`NodeConfig.resource_labels`); a VPC-native IP allocation policy and image streaming on
+each pool, explicitly rather than by server default; and the GPU driver version explicitly (default
+LATEST: the guide's CUDA 12.8 image needs a recent driver, and the proto says an unset version may
+install none on older GKE versions).
 
 `--host-maintenance-interval=PERIODIC` exists only in v1beta1 (reference/gke.md section 0.1), so
 `node_pool_v1beta1_body` returns the REST JSON body of the same node pool with
@@ -33,6 +37,8 @@ GKE_DEFAULT_SCOPES = [
 ]
 DEFAULT_POOL_NAME = "default-pool"
 RESERVATION_KEY = "compute.googleapis.com/reservation-name"
+# gcloud's default upgrade settings for a new pool: surge one node at a time.
+SURGE_NODES = 1
 _DRIVER = T.GPUDriverInstallationConfig.GPUDriverVersion
 
 
@@ -59,7 +65,7 @@ def create_cluster_request(spec: StackSpec, *, lease_expiry_epoch_s: int | None 
     default_pool = T.NodePool(
         name=DEFAULT_POOL_NAME, initial_node_count=c.node_count,
         config=T.NodeConfig(machine_type=c.machine_type, oauth_scopes=GKE_DEFAULT_SCOPES, gcfs_config=gcfs),
-        management=T.NodeManagement(auto_repair=True, auto_upgrade=True))
+        management=T.NodeManagement(auto_repair=True, auto_upgrade=True), upgrade_settings=T.NodePool.UpgradeSettings(max_surge=SURGE_NODES))
     cluster = T.Cluster(
         name=c.name,
         resource_labels={**c.resource_labels,
@@ -108,7 +114,8 @@ def create_node_pool_request(spec: StackSpec, *, zone: str | None = None,
         config.ephemeral_storage_local_ssd_config = T.EphemeralStorageLocalSsdConfig(
             local_ssd_count=pool.local_ssd_count)
     node_pool = T.NodePool(name=pool.name, initial_node_count=pool.node_count, locations=[zone],
-                           config=config, management=T.NodeManagement(auto_repair=True, auto_upgrade=True))
+                           config=config, management=T.NodeManagement(auto_repair=True, auto_upgrade=True),
+                           upgrade_settings=T.NodePool.UpgradeSettings(max_surge=SURGE_NODES))
     if pool.placement_policy_name is not None:
         node_pool.placement_policy = T.NodePool.PlacementPolicy(policy_name=pool.placement_policy_name)
     _apply_capacity_mode(node_pool, pool, mode)
