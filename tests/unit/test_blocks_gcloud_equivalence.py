@@ -35,12 +35,12 @@ pytestmark = pytest.mark.skipif(GCLOUD is None, reason="gcloud is not installed"
 class _Recorder(BaseHTTPRequestHandler):
     """Answer gcloud like GKE would, just enough, and keep every POST body by path."""
 
-    posts: dict[str, dict] = {}
+    posts: list[tuple[str, dict]] = []
 
     def _reply(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if self.command == "POST":
-            self.posts[self.path.split("?")[0]] = json.loads(self.rfile.read(length))
+            self.posts.append((self.path.split("?")[0], json.loads(self.rfile.read(length))))
         if "/services/" in self.path:  # serviceusage: gcloud checks the APIs it needs are enabled
             body = {"name": self.path, "state": "ENABLED"}
         else:
@@ -58,21 +58,34 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
+# The guide's note: a node pool that uses a reservation and a compact placement policy.
+GUIDE_RESERVED_POOL = (GUIDE_NODE_POOL.replace("create gpu-node-pool", "create gpu-reserved")
+                       + " --reservation-affinity=specific --reservation=h100-res --placement-policy=a3-compact")
+
+
 @pytest.fixture(scope="module")
-def gcloud_bodies(tmp_path_factory) -> dict[str, dict]:
+def gcloud_bodies(tmp_path_factory) -> list[tuple[str, dict]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
         procs = [_start_gcloud(command, url, tmp_path_factory.mktemp("gcloud"))
-                 for command in (GUIDE_CLUSTER, GUIDE_NODE_POOL)]  # in parallel: each takes seconds
+                 for command in (GUIDE_CLUSTER, GUIDE_NODE_POOL, GUIDE_RESERVED_POOL)]  # in parallel
         for proc in procs:
             out, err = proc.communicate(timeout=180)
             assert proc.returncode == 0, f"gcloud failed:\n{out}\n{err}"
     finally:
         server.shutdown()
         server.server_close()
-    return dict(_Recorder.posts)
+    return list(_Recorder.posts)
+
+
+def posted(bodies: list[tuple[str, dict]], path: str, name: str) -> dict:
+    """Return the body gcloud POSTed to `path` for the cluster or pool called `name`."""
+    for where, body in bodies:
+        if where == path and (body.get("cluster") or body.get("nodePool"))["name"] == name:
+            return body
+    raise AssertionError(f"gcloud did not POST {name!r} to {path}: {[w for w, _ in bodies]}")
 
 
 def _start_gcloud(command: str, url: str, config_dir) -> subprocess.Popen:
@@ -89,7 +102,7 @@ def spec() -> StackSpec:
 
 
 def test_cluster_request_equals_gclouds_but_for_documented_additions(gcloud_bodies):
-    theirs = gcloud_bodies[f"/v1/projects/{PROJECT}/locations/us-east5-a/clusters"]
+    theirs = posted(gcloud_bodies, f"/v1/projects/{PROJECT}/locations/us-east5-a/clusters", "kuberay-gpu-cluster")
     ours = request_json(create_cluster_request(spec()))
     assert differences(theirs, ours) == {
         ("cluster", "resourceLabels"),                       # owner labels
@@ -99,13 +112,24 @@ def test_cluster_request_equals_gclouds_but_for_documented_additions(gcloud_bodi
 
 
 def test_node_pool_request_equals_gclouds_v1beta1_body_but_for_documented_additions(gcloud_bodies):
-    path = node_pool_v1beta1_path(spec())
-    assert path in gcloud_bodies, f"gcloud beta did not POST to {path}: {sorted(gcloud_bodies)}"
-    theirs = gcloud_bodies[path]
+    theirs = posted(gcloud_bodies, node_pool_v1beta1_path(spec()), "gpu-node-pool")
     ours = {"parent": cluster_path(spec()), **node_pool_v1beta1_body(spec())}
     assert theirs["nodePool"]["config"]["hostMaintenancePolicy"] == {"maintenanceInterval": "PERIODIC"}
     assert differences(theirs, ours) == {
         ("nodePool", "config", "resourceLabels"),                                 # owner labels
         ("nodePool", "config", "gcfsConfig"),                                     # explicit (inherited)
         ("nodePool", "config", "accelerators", 0, "gpuDriverInstallationConfig"),  # LATEST, explicit
+    }
+
+
+def test_reserved_pool_with_placement_policy_equals_gclouds(gcloud_bodies):
+    reserved = spec().updated({"gpu_pool": {"name": "gpu-reserved", "capacity_modes": ["reservation"],
+                                            "reservation_name": "h100-res", "placement_policy_name": "a3-compact"}})
+    theirs = posted(gcloud_bodies, node_pool_v1beta1_path(reserved), "gpu-reserved")
+    ours = {"parent": cluster_path(reserved), **node_pool_v1beta1_body(reserved)}
+    assert theirs["nodePool"]["config"]["reservationAffinity"]["values"] == ["h100-res"]
+    assert differences(theirs, ours) == {
+        ("nodePool", "config", "resourceLabels"),
+        ("nodePool", "config", "gcfsConfig"),
+        ("nodePool", "config", "accelerators", 0, "gpuDriverInstallationConfig"),
     }
