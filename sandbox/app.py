@@ -39,8 +39,9 @@ class Sandbox:
     """A running simulation of GKE (and, through `hooks`, of each cluster's Kubernetes).
 
     `kubernetes=True` gives every cluster a simulated Kubernetes (API server, KubeRay, Ray Serve);
-    without it (or explicit `hooks`) clusters have an endpoint that nothing serves. `port=0` picks a free port. Start with `start()` or a `with` block; `stop()` stops the server
-    and the clock. Everything simulated runs on `clock`, `time_scale` times faster than real time.
+    without it (or explicit `hooks`) clusters have an endpoint that nothing serves. `port=0` picks a
+    free port. Start with `start()` or a `with` block; `stop()` stops the server, the clock and the
+    hooks. Everything simulated runs on `clock`, `time_scale` times faster than real time.
     """
 
     def __init__(self, time_scale: float = DEFAULT_TIME_SCALE, profile: str = DEFAULT_PROFILE, seed: int = 0,
