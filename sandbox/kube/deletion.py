@@ -16,6 +16,7 @@ log = logging.getLogger("sandbox.kube.gc")
 
 PODS: ResourceKey = ("", "pods")
 NAMESPACES: ResourceKey = ("", "namespaces")
+CRDS: ResourceKey = ("apiextensions.k8s.io", "customresourcedefinitions")
 FOREGROUND = "foregroundDeletion"
 ObjectRef = tuple[ResourceKey, str | None, str]
 
@@ -51,6 +52,8 @@ class Deleter:
                     else None)
             if key == NAMESPACES:
                 return self._delete_namespace(live)
+            if key == CRDS:
+                self._delete_instances(live)
             if key == PODS and self._is_running(live):
                 grace = grace_s if grace_s is not None else \
                     int((live.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
@@ -81,6 +84,13 @@ class Deleter:
                 if not obj["metadata"].get("deletionTimestamp"):
                     self._safe_delete(key, obj)
         return None if self._finalize_namespace(name) else ns
+
+    def _delete_instances(self, crd: dict[str, Any]) -> None:
+        """Delete every custom resource of `crd`, as the CRD's cleanup finalizer does."""
+        spec = crd.get("spec") or {}
+        resource = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
+        for obj in self.store.list(resource)[0]:
+            self._safe_delete(resource, obj)
 
     def _finalize_namespace(self, name: str) -> bool:
         """Remove a terminating namespace once it is empty. Returns whether it is gone."""
