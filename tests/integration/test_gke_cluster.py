@@ -179,3 +179,9 @@ def test_the_created_cluster_is_what_the_spec_renders(sandbox, spec, gke, clock)
     assert live.status == T.Cluster.Status.RUNNING and live.endpoint
     assert [p.config.machine_type for p in live.node_pools] == ["e2-standard-16"]
     assert live.node_pool_defaults.node_config_defaults.gcfs_config.enabled
+
+
+def test_list_clusters_finds_ours_by_its_labels(sandbox, spec, gke, clock):
+    ensure_cluster.fn(gke, spec, clock=clock, lease_expiry_epoch_s=123)
+    listed = {c.name: dict(c.resource_labels) for c in gke.list_clusters("sandbox-project", "us-east5-a")}
+    assert listed[spec.cluster.name] == owner_labels("llm", lease_expiry_epoch_s=123)
