@@ -16,6 +16,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from google.cloud.container_v1 import types as T
 
 from blocks.render_gke import (
     cluster_path,
@@ -62,6 +63,22 @@ class _Recorder(BaseHTTPRequestHandler):
 GUIDE_RESERVED_POOL = (GUIDE_NODE_POOL.replace("create gpu-node-pool", "create gpu-reserved")
                        + " --reservation-affinity=specific --reservation=h100-res --placement-policy=a3-compact")
 
+# Capacity modes as GKE's docs create them (flex-start and queued: Dynamic Workload Scheduler).
+DWS = ("--enable-autoscaling --total-min-nodes 0 --total-max-nodes 2 --location-policy=ANY "
+       "--reservation-affinity=none --no-enable-autorepair")
+MODE_FLAGS = {
+    "spot": "--spot",
+    "flex-start": f"--flex-start --max-run-duration=3600s {DWS}",
+    "queued": f"--enable-queued-provisioning {DWS}",
+}
+
+
+def mode_command(mode: str) -> str:
+    command = GUIDE_NODE_POOL.replace("create gpu-node-pool", f"create gpu-{mode}")
+    if mode != "spot":
+        command = command.replace("--num-nodes 2", "--num-nodes 0")
+    return f"{command} {MODE_FLAGS[mode]}"
+
 
 @pytest.fixture(scope="module")
 def gcloud_bodies(tmp_path_factory) -> list[tuple[str, dict]]:
@@ -70,7 +87,8 @@ def gcloud_bodies(tmp_path_factory) -> list[tuple[str, dict]]:
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
         procs = [_start_gcloud(command, url, tmp_path_factory.mktemp("gcloud"))
-                 for command in (GUIDE_CLUSTER, GUIDE_NODE_POOL, GUIDE_RESERVED_POOL)]  # in parallel
+                 for command in (GUIDE_CLUSTER, GUIDE_NODE_POOL, GUIDE_RESERVED_POOL,
+                                 *map(mode_command, MODE_FLAGS))]  # in parallel: each takes seconds
         for proc in procs:
             out, err = proc.communicate(timeout=180)
             assert proc.returncode == 0, f"gcloud failed:\n{out}\n{err}"
@@ -128,6 +146,29 @@ def test_reserved_pool_with_placement_policy_equals_gclouds(gcloud_bodies):
     theirs = posted(gcloud_bodies, node_pool_v1beta1_path(reserved), "gpu-reserved")
     ours = {"parent": cluster_path(reserved), **node_pool_v1beta1_body(reserved)}
     assert theirs["nodePool"]["config"]["reservationAffinity"]["values"] == ["h100-res"]
+    assert differences(theirs, ours) == {
+        ("nodePool", "config", "resourceLabels"),
+        ("nodePool", "config", "gcfsConfig"),
+        ("nodePool", "config", "accelerators", 0, "gpuDriverInstallationConfig"),
+    }
+
+
+def normalized(body: dict) -> dict:
+    """Drop what proto3 treats as unset (explicit zeros/false) by parsing as v1 and dumping again."""
+    body = json.loads(json.dumps(body))
+    body["nodePool"]["config"].pop("hostMaintenancePolicy", None)  # v1beta1 only; compared above
+    request = T.CreateNodePoolRequest.from_json(json.dumps(body), ignore_unknown_fields=False)
+    return request_json(request)
+
+
+@pytest.mark.parametrize("mode", list(MODE_FLAGS))
+def test_capacity_modes_equal_gclouds_bodies(gcloud_bodies, mode):
+    patch = {"name": f"gpu-{mode}", "capacity_modes": [mode]}
+    if mode == "flex-start":
+        patch["max_run_duration_s"] = 3600
+    stack = spec().updated({"gpu_pool": patch})
+    theirs = normalized(posted(gcloud_bodies, node_pool_v1beta1_path(stack), f"gpu-{mode}"))
+    ours = normalized({"parent": cluster_path(stack), **node_pool_v1beta1_body(stack)})
     assert differences(theirs, ours) == {
         ("nodePool", "config", "resourceLabels"),
         ("nodePool", "config", "gcfsConfig"),
