@@ -16,6 +16,8 @@ kinds (the Kubernetes side's) are accepted as given:
 - `busy_cluster` {cluster}: mutations answer 400 "Operation ... is currently upgrading cluster".
 - `quota` {metric (e.g. NVIDIA_H100_GPUS, CPUS), limit, cluster, node_pool}: creates answer 403.
 - `concurrent_ops_quota` {cluster}: mutations answer 429 "Too many operations".
+- `auto_upgrade` {cluster, duration_s (default 120)}: when a cluster create finishes, GKE starts its
+  own UPGRADE_MASTER operation (cluster RECONCILING and busy for `duration_s` simulated seconds).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ GKE_FAULT_PARAMS: dict[str, set[str]] = {
     "busy_cluster": {"cluster", "project", "location"},
     "quota": {"metric", "limit", "cluster", "node_pool", "project", "location"},
     "concurrent_ops_quota": {"cluster", "project", "location"},
+    "auto_upgrade": {"cluster", "project", "location", "duration_s"},
 }
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox.clock import ScaledClock
+from sandbox.faults import Faults
 from sandbox.gke.billing import Meter
 from sandbox.gke.state import ClusterRecord, GkeState, OperationRecord, PoolRecord, link
 from sandbox.hooks import ClusterHooks
@@ -30,8 +31,9 @@ class Lifecycle:
     """Start operations and play their timelines; the only writer of statuses after a create call."""
 
     def __init__(self, state: GkeState, clock: ScaledClock, profile: dict[str, Any], hooks: ClusterHooks,
-                 meter: Meter):
+                 meter: Meter, faults: Faults | None = None):
         self.state, self.clock, self.profile, self.hooks, self.meter = state, clock, profile, hooks, meter
+        self.faults = faults
         self._due = threading.local()
 
     # -- operations -----------------------------------------------------------------------------
@@ -145,6 +147,25 @@ class Lifecycle:
             for pool in cluster.pools.values():
                 pool.resource["status"] = "RUNNING"
             self.finish(op)
+            ref = cluster.ref
+            upgrade = self.faults and self.faults.take("auto_upgrade", project=ref.project,
+                                                       location=ref.location, cluster=ref.name)
+            if upgrade:
+                self._auto_upgrade(cluster, float(upgrade.get("duration_s", 120)))
+
+    def _auto_upgrade(self, cluster: ClusterRecord, duration_s: float) -> None:
+        """GKE's own master upgrade right after create: RECONCILING, and the cluster is busy meanwhile
+        (gke.md section 7: node pool creates after a cluster create need the busy-retry)."""
+        op = self.start(cluster, "UPGRADE_MASTER", cluster.resource["selfLink"])
+        cluster.resource["status"] = "RECONCILING"
+
+        def upgraded() -> None:
+            with self.state.lock:
+                if cluster.resource["status"] == "RECONCILING":
+                    cluster.resource["status"] = "RUNNING"
+                self.finish(op)
+
+        self.after(duration_s, upgraded)
 
     def fail_cluster(self, cluster: ClusterRecord, op: OperationRecord, message: str) -> None:
         """End a cluster create in ERROR (caller holds the lock)."""

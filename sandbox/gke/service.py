@@ -22,7 +22,8 @@ from sandbox.hooks import ClusterHooks, ClusterRef
 _DOING = {"CREATE_CLUSTER": "creating cluster {}", "DELETE_CLUSTER": "deleting cluster {}",
           "CREATE_NODE_POOL": "creating a node pool for cluster {}",
           "DELETE_NODE_POOL": "deleting a node pool for cluster {}",
-          "SET_LABELS": "setting labels on cluster {}", "UPGRADE_NODES": "updating a node pool of cluster {}"}
+          "SET_LABELS": "setting labels on cluster {}", "UPGRADE_NODES": "updating a node pool of cluster {}",
+          "UPGRADE_MASTER": "upgrading cluster {}"}
 # UpdateNodePoolRequest fields the sandbox carries out (identity fields aside); others answer 400.
 _POOL_UPDATES = {"resourceLabels", "labels"}
 _POOL_IDENTITY = {"name", "projectId", "zone", "clusterId", "nodePoolId"}
@@ -36,7 +37,7 @@ class GkeService:
         self.clock, self.profile, self.faults, self.hooks = clock, profile, faults, hooks
         self.state = GkeState(seed)
         self.meter = Meter(clock, profile.get("prices_per_hour", {}))
-        self.lifecycle = Lifecycle(self.state, clock, profile, hooks, self.meter)
+        self.lifecycle = Lifecycle(self.state, clock, profile, hooks, self.meter, faults)
         self.versions: dict[str, str] = profile["versions"]
 
     # -- clusters -------------------------------------------------------------------------------

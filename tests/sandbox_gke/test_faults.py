@@ -163,3 +163,20 @@ def test_faults_through_the_control_api(gke_sandbox, client):
                       ({"zone": ZONE}, "string 'kind'")]:
         answer = httpx.post(url, json=bad)
         assert answer.status_code == 400 and says in answer.json()["error"]["message"]
+
+
+def test_auto_upgrade_after_create_holds_the_cluster_with_a_real_operation(client, gke_sandbox):
+    gke_sandbox.inject({"kind": "auto_upgrade", "cluster": "kuberay-gpu-cluster", "duration_s": 1800})
+    wait_op(client, client.create_cluster(parent=PARENT, cluster=cluster_spec()))
+    assert client.get_cluster(name=cluster_name()).status == T.Cluster.Status.RECONCILING
+    with pytest.raises(gexc.BadRequest) as busy:
+        client.create_node_pool(parent=cluster_name(), node_pool=gpu_pool_spec())
+    blocking = busy.value.message.split("Operation ")[1].split(" ")[0]
+    assert f"Operation {blocking} is currently upgrading cluster kuberay-gpu-cluster. Please wait" \
+        in busy.value.message
+    upgrade = client.get_operation(name=f"{PARENT}/operations/{blocking}")   # a real, pollable operation
+    assert upgrade.operation_type == T.Operation.Type.UPGRADE_MASTER
+    assert upgrade.status != T.Operation.Status.DONE
+    wait_op(client, upgrade)
+    assert client.get_cluster(name=cluster_name()).status == T.Cluster.Status.RUNNING
+    assert wait_op(client, client.create_node_pool(parent=cluster_name(), node_pool=gpu_pool_spec())).error.code == 0
