@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from blocks import labels as owner
 from blocks.errors import (
     AlreadyExists,
+    CapacityError,
     DriftError,
     NotOursError,
     OperationFailed,
@@ -192,11 +193,18 @@ def _act(gke: GkeGateway, ref: ClusterRef, plan: Plan, desired: T.Cluster, live:
 
 
 def _wait_in_flight(gke: GkeGateway, ref: ClusterRef, plan: Plan, *, wait, clock: Clock) -> str:
+    """Wait for the operation keeping the cluster busy. One on a node pool may fail (a GPU stockout):
+    that is the pool's business, so the cluster is observed again rather than failed."""
     op = find_operation_in_flight(gke, ref, ref.path, include_children=True)
     if op is None:
         clock.sleep(_NO_OPERATION_POLL_S)
         return f"waited: {plan.reason}, no operation listed yet"
-    wait(op, f"{plan.reason}:")
+    try:
+        wait(op, f"{plan.reason}:")
+    except (CapacityError, OperationFailed) as e:
+        if "/nodePools/" not in op.target_link:
+            raise
+        return f"waited for {op.name} on a node pool, which failed ({type(e).__name__})"
     return f"waited for {op.name} ({plan.reason})"
 
 
