@@ -87,7 +87,7 @@ def test_sample_rayservice_reaches_the_guides_running_status(serving):
     assert condition(rs, "UpgradeInProgress")["reason"] == "NoPendingCluster"
     assert rs["status"]["serviceStatus"] == "Running"
     assert rs["status"]["numServeEndpoints"] == 2            # the head and the worker hosting the replica
-    assert rs["status"]["pendingServiceStatus"]["rayClusterName"] == ""
+    assert rs["status"]["pendingServiceStatus"] == {}
     assert rs["metadata"]["finalizers"] == ["ray.io/rayservice-finalizer"]
 
 

@@ -76,3 +76,18 @@ def test_a_ray_246_image_reports_the_guides_deployment_names(sim):
     app = rs["status"]["activeServiceStatus"]["applicationStatuses"]["llm_app"]
     assert sorted(app["serveDeploymentStatuses"]) == ["LLMDeployment:deepseek", "LLMRouter"]
     assert sim.store.get(PODS, "default", rs["status"]["activeServiceStatus"]["rayClusterStatus"]["head"]["podName"])
+
+
+def test_image_streaming_nodes_start_the_ray_image_in_seconds_and_others_pull_it(sim):
+    install_crds(sim)
+    install_operator(sim)
+    add_guide_nodes(sim)
+    sim.store.create(RAYSERVICES, sample_rayservice())
+    sim.wait_for(lambda: len([e for e in events(sim, "Pulled") if "ray-llm" in e["message"]]) >= 3,
+                 what="ray images pulled")
+    pulled = {e["involvedObject"]["name"]: e["message"] for e in events(sim, "Pulled") if "ray-llm" in e["message"]}
+    head = next(m for name, m in pulled.items() if "-head-" in name)
+    worker = next(m for name, m in pulled.items() if "-worker-" in name)
+    # The CPU pool has Image streaming (the guide's --enable-image-streaming); the GPU pool here does not.
+    assert " in 10s (" in head and "Image size: 10500000000 bytes." in head
+    assert " in 2m58s (" in worker

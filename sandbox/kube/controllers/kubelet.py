@@ -59,6 +59,8 @@ class PodRun:
     container_id: str = field(default_factory=lambda: secrets.token_hex(32))
     events_sent: set[str] = field(default_factory=set)
     ready_recheck_at: float | None = None   # when readiness may change by itself (probe delays)
+    admitted_at: float = 0.0
+    pulls: dict[str, float] = field(default_factory=dict)   # image -> seconds its pull took
     unready_event_at: float = -1e18
 
 
@@ -85,7 +87,7 @@ class Kubelet(Reconciler):
             if pod["metadata"].get("deletionTimestamp"):
                 continue   # terminating: its processes are stopped (`_forget`); the API server finishes it
             live_uids.add(pod["metadata"]["uid"])
-            run = self.runs.get(pod["metadata"]["uid"]) or self._admit(pod, nodes[node])
+            run = self.runs.get(pod["metadata"]["uid"]) or self._admit(pod, nodes[node], now)
             wake = self._step(pod, run, now)
             if wake is not None:
                 wakes.append(wake)
@@ -98,13 +100,13 @@ class Kubelet(Reconciler):
             self.wake_in(max(min(wakes) - now, 0.0))
 
     # -- admission and the step machine ---------------------------------------------------------
-    def _admit(self, pod: dict[str, Any], node: dict[str, Any]) -> PodRun:
+    def _admit(self, pod: dict[str, Any], node: dict[str, Any], now: float) -> PodRun:
         name = node["metadata"]["name"]
         count = self.ip_counters[name] = self.ip_counters.get(name, 1) + 1
         prefix = node["spec"].get("podCIDR", "10.64.0.0/24").rsplit(".", 1)[0]
         run = PodRun(uid=pod["metadata"]["uid"], namespace=pod["metadata"].get("namespace"),
                      name=pod["metadata"]["name"], node=name, pod_ip=f"{prefix}.{count % 250 + 2}",
-                     start_time=self.ctx.clock.rfc3339())
+                     start_time=self.ctx.clock.rfc3339(), admitted_at=now)
         self.runs[run.uid] = run
         return run
 
@@ -144,9 +146,13 @@ class Kubelet(Reconciler):
         for image in images:
             key = (run.node, image)
             if key not in self.image_cache:
-                self.image_cache[key] = now + programs.pull_seconds(self.ctx, image, self._streaming(run))
+                took = programs.pull_seconds(self.ctx, image, self._streaming(run))
+                self.image_cache[key] = now + took
+                run.pulls[image] = took
                 record_event(self.ctx, pod, "Normal", "Pulling", f'Pulling image "{image}"',
                              component="kubelet", host=run.node)
+            elif self.image_cache[key] > now:
+                run.pulls[image] = self.image_cache[key] - now   # another pod's pull of it is under way
             ready_at = max(ready_at, self.image_cache[key])
         run.images_at = ready_at
         return ready_at if ready_at > now else None
@@ -159,10 +165,13 @@ class Kubelet(Reconciler):
         if "pulled" not in run.events_sent:
             run.events_sent.add("pulled")
             for image in programs.images_of(pod):
-                took = max(0.0, run.images_at - (self.image_cache[(run.node, image)]
-                                                 - programs.pull_seconds(self.ctx, image, self._streaming(run))))
-                record_event(self.ctx, pod, "Normal", "Pulled", f'Successfully pulled image "{image}" in '
-                             f"{took:.3f}s ({took:.3f}s including waiting)", component="kubelet", host=run.node)
+                if image not in run.pulls:
+                    message = f'Container image "{image}" already present on machine'
+                else:
+                    took, waited = go_duration(run.pulls[image]), go_duration(run.images_at - run.admitted_at)
+                    message = (f'Successfully pulled image "{image}" in {took} ({waited} including waiting). '
+                               f"Image size: {programs.image_bytes(self.ctx, image)} bytes.")
+                record_event(self.ctx, pod, "Normal", "Pulled", message, component="kubelet", host=run.node)
         waiting = programs.init_pending(self.ctx, pod, now - run.images_at)
         if waiting is None:
             run.init_done_at = now
@@ -278,6 +287,14 @@ class Kubelet(Reconciler):
         if run.images_at is not None:
             return {**base, "ready": False, "started": True, "state": {"running": {"startedAt": run.start_time}}}
         return {**base, "ready": False, "state": {"waiting": {"reason": "PodInitializing"}}}
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as Go's time.Duration prints them (`2m58.123s`), as kubelet event messages show."""
+    minutes, rest = divmod(max(0.0, seconds), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + text
 
 
 def _node_ip(ctx: Any, node_name: str) -> str:

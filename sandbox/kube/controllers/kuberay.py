@@ -119,7 +119,7 @@ class RayServiceController(Reconciler):
         if pending is not None and _all_running(status["pendingServiceStatus"]):
             services.ensure_services(self.ctx, rs, pending)
             status["activeServiceStatus"] = status["pendingServiceStatus"]
-            status["pendingServiceStatus"] = {"rayClusterName": ""}
+            status["pendingServiceStatus"] = {}
             active = pending
         elif active is not None and _all_running(status.get("activeServiceStatus") or {}):
             services.ensure_services(self.ctx, rs, active)
@@ -136,7 +136,7 @@ class RayServiceController(Reconciler):
         name = rs["metadata"]["name"]
         if not active_name and not pending_name:
             status["pendingServiceStatus"] = {"rayClusterName": f"{name}-{random_suffix()}"}
-            status.setdefault("activeServiceStatus", {"rayClusterName": ""})
+            status.setdefault("activeServiceStatus", {})
             return True
         if pending_name:
             pending = self.ctx.store.get(RAYCLUSTERS, rs["metadata"].get("namespace"), pending_name)
@@ -267,8 +267,8 @@ class RayServiceController(Reconciler):
         timeout = services.initializing_timeout_s(rs)
         message = f"RayService did not become ready within the initializing timeout of {timeout:.0f}s"
         services.set_ready(self.ctx, status, rs, "False", "InitializingTimeout", message)
-        status["activeServiceStatus"] = {"rayClusterName": ""}
-        status["pendingServiceStatus"] = {"rayClusterName": ""}
+        status["activeServiceStatus"] = {}
+        status["pendingServiceStatus"] = {}
         status["numServeEndpoints"] = 0
         if self._write(rs, status):
             record_event(self.ctx, rs, "Warning", "InitializingTimeout", message, component=COMPONENT)

@@ -120,7 +120,11 @@ def set_ready(ctx: ClusterContext, status: dict[str, Any], rs: dict[str, Any], v
               message: str) -> None:
     set_condition(status.setdefault("conditions", []), "Ready", value, now=ctx.clock.rfc3339(), reason=reason,
                   message=message, extra={"observedGeneration": rs["metadata"].get("generation", 1)})
-    status["serviceStatus"] = "Running" if value == "True" else ""
+    # Deprecated mirror of Ready; the Go field is omitempty, so it is absent unless "Running".
+    if value == "True":
+        status["serviceStatus"] = "Running"
+    else:
+        status.pop("serviceStatus", None)
 
 
 def set_conditions(ctx: ClusterContext, status: dict[str, Any], rs: dict[str, Any]) -> None:

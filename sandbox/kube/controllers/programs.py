@@ -47,13 +47,17 @@ def images_of(pod: dict[str, Any]) -> list[str]:
     return images or ["registry.k8s.io/pause:3.10"]
 
 
+def image_bytes(ctx: ClusterContext, image: str) -> int:
+    kube = ctx.profile.get("kube", {})
+    sizes = {p: s for p, s in (kube.get("image_sizes_gb") or {}).items() if p in image}
+    best = max(sizes, key=len, default=None)   # the most specific pattern wins (ray-llm over ray)
+    return int(float(sizes[best] if best else kube.get("default_image_size_gb", 0.2)) * 1e9)
+
+
 def pull_seconds(ctx: ClusterContext, image: str, streaming: bool) -> float:
     """Simulated pull time of `image` on a node with or without GKE Image streaming."""
     kube = ctx.profile.get("kube", {})
-    size_gb = float(kube.get("default_image_size_gb", 0.2))
-    for pattern, size in (kube.get("image_sizes_gb") or {}).items():
-        if pattern in image:
-            size_gb = float(size)
+    size_gb = image_bytes(ctx, image) / 1e9
     # Image streaming serves Artifact Registry and Docker Hub public images (GKE docs); quay.io is pulled.
     if streaming and not image.startswith(("quay.io/", "ghcr.io/", "registry.k8s.io/")):
         return float(kube.get("image_streaming_start_s", 10))
