@@ -68,7 +68,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _t("", "v1", "serviceaccounts", "ServiceAccount", True, "sa", status=False),
     _t("", "v1", "events", "Event", True, "ev", status=False),
     _t("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, "pvc"),
-    _t("events.k8s.io", "v1", "events", "Event", True, "ev", status=False),
+    _t("events.k8s.io", "v1", "events", "Event", True, "ev", status=False, storage=("", "events")),
     _t("apps", "v1", "deployments", "Deployment", True, "deploy", categories=_ALL),
     _t("apps", "v1", "replicasets", "ReplicaSet", True, "rs", categories=_ALL),
     _t("apps", "v1", "daemonsets", "DaemonSet", True, "ds", categories=_ALL),

@@ -16,6 +16,7 @@ from sandbox.kube.admission import Admission
 from sandbox.kube.apply import ApplyConflict, WriteContext, server_side_apply, track_update
 from sandbox.kube.context import ClusterContext
 from sandbox.kube.deletion import Deleter
+from sandbox.kube.event_versions import to_core, to_events_v1
 from sandbox.kube.fields import render_path
 from sandbox.kube.patching import PatchError, json_patch, merge_patch, strategic_merge_patch
 from sandbox.kube.request import ApiReply, ApiRequest
@@ -32,8 +33,17 @@ PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patc
 
 def shaped(rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
     """`obj` as served at `rtype`'s version: apiVersion and kind first."""
+    if rtype.group == "events.k8s.io":
+        obj = to_events_v1(obj)
     return {"apiVersion": rtype.api_version, "kind": rtype.kind,
             **{k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}}
+
+
+def stored(rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` in the form the store keeps (core Events for events.k8s.io)."""
+    if rtype.group == "events.k8s.io":
+        return {"apiVersion": "v1", "kind": "Event", **to_core(obj)}
+    return obj
 
 
 class Verbs:
@@ -54,7 +64,7 @@ class Verbs:
         except ValueError as e:
             raise st.bad_request(f"unable to parse requirement: {e}") from None
         items, rv = self.store.list(req.rtype.key, req.namespace)
-        items = [shaped(req.rtype, o) for o in items if labels(o) and fields(o)]
+        items = [o for o in (shaped(req.rtype, i) for i in items) if labels(o) and fields(o)]
         if wants_table(req.headers.get("accept", "")):
             return ApiReply(200, to_table(req.rtype, items, str(rv), now=self.ctx.clock.now(),
                                           include=req.query.get("includeObject", "Metadata")))
@@ -121,7 +131,7 @@ class Verbs:
             obj["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=self.ctx.clock.rfc3339(), generation=1)
             return obj
         try:
-            return self.store.create(req.rtype.key, obj)
+            return self.store.create(req.rtype.key, stored(req.rtype, obj))
         except AlreadyExists:
             raise st.already_exists(req.rtype, obj["metadata"]["name"]) from None
 
@@ -129,7 +139,7 @@ class Verbs:
         live = self.store.get(req.rtype.key, req.namespace, req.name or "")
         if live is None:
             raise st.not_found(req.rtype, req.name or "")
-        return live
+        return shaped(req.rtype, live)
 
     def update(self, req: ApiRequest) -> ApiReply:
         obj = self._body_object(req)
@@ -174,12 +184,12 @@ class Verbs:
         if req.dry_run:
             return ApiReply(200, shaped(req.rtype, new), warnings=warnings)
         try:
-            stored = self.store.replace(req.rtype.key, new)
+            written = self.store.replace(req.rtype.key, stored(req.rtype, new))
         except Conflict:
             raise st.conflict(req.rtype, req.name or "", st.STALE_OBJECT) from None
         except NotFound:
             raise st.not_found(req.rtype, req.name or "") from None
-        return ApiReply(200, shaped(req.rtype, stored), warnings=warnings)
+        return ApiReply(200, shaped(req.rtype, written), warnings=warnings)
 
     def patch(self, req: ApiRequest) -> ApiReply:
         if req.content_type not in PATCH_TYPES:
@@ -189,6 +199,7 @@ class Verbs:
         patch = req.decode_body()
         with self.store.lock:
             live = self.store.get(req.rtype.key, req.namespace, req.name or "")
+            live = shaped(req.rtype, live) if live is not None else None
             if req.content_type == APPLY:
                 return self._apply(req, live, patch)
             if live is None:

@@ -55,7 +55,7 @@ class _Filter:
         return self.spec.labels(obj) and self.spec.fields(obj)
 
     def __call__(self, event: WatchEvent) -> tuple[str, dict[str, Any]] | None:
-        obj = event.object
+        obj = shaped(self.spec.rtype, event.object)
         if self.spec.namespace is not None and (obj.get("metadata") or {}).get("namespace") != self.spec.namespace:
             return None
         now = self._match(obj)
@@ -64,7 +64,7 @@ class _Filter:
         if event.type == "ADDED":
             return ("ADDED", obj) if now else None
         # An in-place change (no previous object) never touches labels, so it matched before iff now.
-        was = self._match(event.previous) if event.previous is not None else now
+        was = self._match(shaped(self.spec.rtype, event.previous)) if event.previous is not None else now
         if now:
             return ("MODIFIED" if was else "ADDED"), obj
         return ("DELETED", obj) if was else None
@@ -92,9 +92,9 @@ async def stream_events(store: ObjectStore, spec: WatchSpec) -> AsyncIterator[by
         yield _line("ERROR", _expired(str(e)))
         return
     try:
-        for obj in initial:
+        for obj in (shaped(spec.rtype, o) for o in initial):
             if spec.labels(obj) and spec.fields(obj):
-                yield _line("ADDED", shaped(spec.rtype, obj))
+                yield _line("ADDED", obj)
         async for chunk in _follow(store, spec, events, watched):
             yield chunk
     finally:
@@ -120,4 +120,4 @@ async def _follow(store: ObjectStore, spec: WatchSpec, events: asyncio.Queue[Wat
             continue
         seen = watched(event)
         if seen is not None:
-            yield _line(seen[0], shaped(spec.rtype, seen[1]))
+            yield _line(seen[0], seen[1])

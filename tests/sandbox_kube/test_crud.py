@@ -209,3 +209,24 @@ def test_new_namespaces_get_a_default_service_account(core, namespace, kube):
     while not core.list_namespaced_service_account(namespace).items and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [sa.metadata.name for sa in core.list_namespaced_service_account(namespace).items] == ["default"]
+
+
+def test_events_k8s_io_is_a_view_of_core_events(api, core, namespace):
+    core.create_namespaced_event(namespace, {"metadata": {"name": "pod-x.1"}, "reason": "FailedScheduling",
+                                             "message": "0/3 nodes are available", "type": "Warning",
+                                             "involvedObject": {"kind": "Pod", "name": "pod-x", "namespace": namespace},
+                                             "source": {"component": "default-scheduler"},
+                                             # without eventTime the official client cannot decode the
+                                             # events.k8s.io view (python client issue #1616), as on GKE
+                                             "eventTime": "2026-01-01T00:00:00.000000Z"})
+    events = kubernetes.client.EventsV1Api(api).list_namespaced_event(
+        namespace, field_selector="regarding.name=pod-x").items
+    assert [(e.reason, e.note, e.regarding.name, e.reporting_controller) for e in events] == [
+        ("FailedScheduling", "0/3 nodes are available", "pod-x", "default-scheduler")]
+    kubernetes.client.EventsV1Api(api).create_namespaced_event(namespace, {
+        "metadata": {"name": "svc.2"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reason": "Created",
+        "note": "made it", "type": "Normal", "action": "Create", "reportingController": "ray-operator",
+        "reportingInstance": "ray-operator-0", "regarding": {"kind": "Service", "name": "svc"}})
+    core_view = core.read_namespaced_event("svc.2", namespace)
+    assert (core_view.message, core_view.involved_object.name, core_view.reporting_component) == \
+        ("made it", "svc", "ray-operator")
