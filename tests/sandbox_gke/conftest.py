@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from google.cloud.container_v1 import types as T
 
 from sandbox.app import Sandbox
 from sandbox.hooks import ClusterRef, KubeEndpoint
-from sandbox.testing import gke_sandbox, wait_for  # noqa: F401  (gke_sandbox is a fixture)
+from sandbox.testing import gke_sandbox, running_sandbox, wait_for  # noqa: F401  (gke_sandbox is a fixture)
 
 PROJECT = "sandbox-project"
 ZONE = "us-east5-a"
@@ -29,6 +30,14 @@ def make_client(sandbox: Sandbox) -> container_v1.ClusterManagerClient:
 @pytest.fixture
 def client(gke_sandbox: Sandbox) -> container_v1.ClusterManagerClient:  # noqa: F811
     return make_client(gke_sandbox)
+
+
+@pytest.fixture
+def watched_client() -> Iterator[container_v1.ClusterManagerClient]:
+    """A client on a sandbox at 1000x: slow enough that a test sees PROVISIONING/STOPPING and busy
+    clusters reliably on a loaded machine (a pool delete lasts 0.15 s, not 0.05 s)."""
+    with running_sandbox(time_scale=1000.0) as sandbox:
+        yield make_client(sandbox)
 
 
 def cluster_spec(name: str = "kuberay-gpu-cluster", labels: dict[str, str] | None = None) -> T.Cluster:

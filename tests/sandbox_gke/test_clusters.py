@@ -23,7 +23,8 @@ from tests.sandbox_gke.conftest import (
 )
 
 
-def test_cluster_create_goes_provisioning_then_running_with_labels_as_sent(client):
+def test_cluster_create_goes_provisioning_then_running_with_labels_as_sent(watched_client):
+    client = watched_client
     labels = {"managed-by": "gke-llm-flows", "stack": "deepseek-r1", "lease-expires": "20261128t1900z"}
     op = client.create_cluster(parent=PARENT, cluster=cluster_spec(labels=labels))
 
@@ -77,7 +78,8 @@ def test_create_existing_cluster_is_409_and_get_missing_is_404(client):
         client.get_operation(name=f"{PARENT}/operations/operation-0-missing")
 
 
-def test_delete_cluster_goes_stopping_then_404(client):
+def test_delete_cluster_goes_stopping_then_404(watched_client):
+    client = watched_client
     running_cluster(client)
     op = client.delete_cluster(name=cluster_name())
     assert op.operation_type == T.Operation.Type.DELETE_CLUSTER
@@ -87,7 +89,8 @@ def test_delete_cluster_goes_stopping_then_404(client):
         client.get_cluster(name=cluster_name())
 
 
-def test_a_second_mutation_while_an_operation_runs_is_400_please_wait(client):
+def test_a_second_mutation_while_an_operation_runs_is_400_please_wait(watched_client):
+    client = watched_client
     op = client.create_cluster(parent=PARENT, cluster=cluster_spec())
     with pytest.raises(gexc.BadRequest) as busy:
         client.delete_cluster(name=cluster_name())

@@ -97,7 +97,7 @@ def test_labels_of_pools_show_in_inventory(gke_sandbox, client):
 
 
 def test_python_m_sandbox_prints_its_endpoints_and_serves_until_interrupted():
-    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--time-scale", "600"],
+    process = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--time-scale", "600", "--gke-only"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                env=dict(os.environ, PYTHONPATH=str(REPO)))
     try:

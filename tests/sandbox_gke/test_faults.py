@@ -147,21 +147,22 @@ def test_concurrent_operations_quota_is_429_too_many_operations(client, gke_sand
 
 
 def test_faults_through_the_control_api(gke_sandbox, client):
-    url = f"{gke_sandbox.gke_url}/_sandbox/faults"
-    stored = httpx.post(url, json={"kind": "stockout", "zone": ZONE, "times": 3}).json()
+    url = "/_sandbox/faults"
+    http = httpx.Client(base_url=gke_sandbox.gke_url)
+    stored = http.post(url, json={"kind": "stockout", "zone": ZONE, "times": 3}).json()
     assert stored["id"] and stored["fired"] == 0
-    both = httpx.post(url, json=[{"kind": "transient", "path": "/v1/"}, {"kind": "image_pull_backoff"}]).json()
+    both = http.post(url, json=[{"kind": "transient", "path": "/v1/"}, {"kind": "image_pull_backoff"}]).json()
     assert both[0]["path"] == "/v1/*" and both[0]["status"] == 503
-    assert [f["kind"] for f in httpx.get(url).json()] == ["stockout", "transient", "image_pull_backoff"]
-    httpx.delete(url, params={"kind": "transient"})
-    assert [f["kind"] for f in httpx.get(url).json()] == ["stockout", "image_pull_backoff"]
-    httpx.delete(url)
-    assert httpx.get(url).json() == []
+    assert [f["kind"] for f in http.get(url).json()] == ["stockout", "transient", "image_pull_backoff"]
+    http.delete(url, params={"kind": "transient"})
+    assert [f["kind"] for f in http.get(url).json()] == ["stockout", "image_pull_backoff"]
+    http.delete(url)
+    assert http.get(url).json() == []
     for bad, says in [({"kind": "stockout", "zon": ZONE}, "no parameter(s) ['zon']"),
                       ({"kind": "transient", "status": 404}, "must be one of"),
                       ({"kind": "quota", "times": 0}, "'times' must be >= 1"),
                       ({"zone": ZONE}, "string 'kind'")]:
-        answer = httpx.post(url, json=bad)
+        answer = http.post(url, json=bad)
         assert answer.status_code == 400 and says in answer.json()["error"]["message"]
 
 

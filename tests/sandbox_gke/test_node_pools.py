@@ -24,7 +24,8 @@ from tests.sandbox_gke.conftest import (
 POOL = f"{cluster_name()}/nodePools/gpu-node-pool"
 
 
-def test_gpu_pool_create_get_list_delete(client, gke_sandbox):
+def test_gpu_pool_create_get_list_delete(watched_client):
+    client = watched_client
     running_cluster(client)
     op = client.create_node_pool(parent=cluster_name(), node_pool=gpu_pool_spec())
     assert op.operation_type == T.Operation.Type.CREATE_NODE_POOL
@@ -55,7 +56,8 @@ def test_gpu_pool_create_get_list_delete(client, gke_sandbox):
         client.delete_node_pool(name=POOL)
 
 
-def test_pool_conflicts_busy_cluster_and_missing_cluster(client):
+def test_pool_conflicts_busy_cluster_and_missing_cluster(watched_client):
+    client = watched_client
     with pytest.raises(gexc.NotFound):
         client.create_node_pool(parent=cluster_name("nope"), node_pool=gpu_pool_spec())
     create = client.create_cluster(parent=PARENT, cluster=cluster_spec())
