@@ -143,17 +143,28 @@ def _fatal_app_status(rs: Obj) -> str | None:
 def _fatal_pod_sign(pods: list[Obj]) -> str | None:
     for pod in pods:
         for kind, cs in _container_statuses(pod):
+            where = f"pod {_ns_name(pod)} {kind} {cs.get('name')!r}"
             waiting = (cs.get("state") or {}).get("waiting") or {}
+            terminated = _last_termination(cs)
+            if terminated.get("reason") in FATAL_TERMINATED_REASONS:
+                now = f", now {waiting['reason']}" if waiting.get("reason") else ""
+                return (f"{where} was {terminated['reason']} (exit code {terminated.get('exitCode')}, "
+                        f"{cs.get('restartCount', 0)} restarts{now}): raise its memory limit or lower the "
+                        "engine's memory use")
             if waiting.get("reason") in FATAL_WAITING_REASONS:
-                return (f"pod {_ns_name(pod)} {kind} {cs.get('name')!r} is {waiting['reason']}: "
-                        f"{_short(waiting.get('message'))}{_image_note(cs, waiting['reason'])}")
-            for state in ("state", "lastState"):
-                terminated = (cs.get(state) or {}).get("terminated") or {}
-                if terminated.get("reason") in FATAL_TERMINATED_REASONS:
-                    return (f"pod {_ns_name(pod)} {kind} {cs.get('name')!r} was {terminated['reason']} "
-                            f"(exit code {terminated.get('exitCode')}, {cs.get('restartCount', 0)} restarts): "
-                            "raise its memory limit or lower the engine's memory use")
+                last = (f" (last exit: {terminated.get('reason')}, code {terminated.get('exitCode')})"
+                        if terminated else "")
+                return (f"{where} is {waiting['reason']}: {_short(waiting.get('message'))}{last}"
+                        f"{_image_note(cs, waiting['reason'])}")
     return None
+
+
+def _last_termination(cs: Obj) -> Obj:
+    for state in ("state", "lastState"):
+        terminated = (cs.get(state) or {}).get("terminated")
+        if terminated:
+            return terminated
+    return {}
 
 
 def _fatal_cluster_condition(rs: Obj) -> str | None:
@@ -309,7 +320,9 @@ def _pulling(pod: Obj) -> bool:
     if _unscheduled(pod):
         return False
     statuses = [cs for kind, cs in _container_statuses(pod) if kind == "container"]
-    return not statuses or any("waiting" in (cs.get("state") or {}) for cs in statuses)
+    # A container that ran before and now waits is restarting (e.g. crash back-off), not pulling.
+    return not statuses or any("waiting" in (cs.get("state") or {}) and not cs.get("restartCount")
+                               for cs in statuses)
 
 
 def _current_apps(status: Obj) -> dict[str, Obj]:

@@ -55,7 +55,7 @@ class WaitSettings:
 
     timeout_s: float
     budgets: PhaseBudgets = PhaseBudgets()
-    suspect_grace_s: float = 120.0        # e.g. unschedulable with no capacity: give a scale-up this long
+    suspect_grace_s: float = 60.0         # e.g. unschedulable, no capacity coming: time for a scale-up to show
     look_interval_s: float = 30.0         # longest gap between two looks (pod-only signs need a look)
     min_look_gap_s: float = 2.0           # shortest gap (the operator reconciles every 2 s)
     transient_budget_s: float = 300.0     # how long API trouble is ridden out before giving up

@@ -46,7 +46,7 @@ def test_a_suspect_becomes_fatal_only_after_its_grace_period():
     j.judge(progressing(Phase.GPU_NODES, suspect="pod p is unschedulable"))
     clock.now = 100
     j.judge(progressing(Phase.GPU_NODES, suspect="pod p is unschedulable"))
-    assert j.next_look_in() == pytest.approx(15)
+    assert j.next_look_in() == pytest.approx(20)        # the grace ends before the next regular look
     clock.now = 121
     with pytest.raises(RolloutFailed, match=r"pod p is unschedulable \(persisted 121s\)"):
         j.judge(progressing(Phase.GPU_NODES, suspect="pod p is unschedulable"))
