@@ -65,7 +65,8 @@ def create_cluster_request(spec: StackSpec, *, lease_expiry_epoch_s: int | None 
     default_pool = T.NodePool(
         name=DEFAULT_POOL_NAME, initial_node_count=c.node_count,
         config=T.NodeConfig(machine_type=c.machine_type, oauth_scopes=GKE_DEFAULT_SCOPES, gcfs_config=gcfs),
-        management=T.NodeManagement(auto_repair=True, auto_upgrade=True), upgrade_settings=T.NodePool.UpgradeSettings(max_surge=SURGE_NODES))
+        management=T.NodeManagement(auto_repair=True, auto_upgrade=True),
+        upgrade_settings=T.NodePool.UpgradeSettings(max_surge=SURGE_NODES))
     cluster = T.Cluster(
         name=c.name,
         resource_labels={**c.resource_labels,

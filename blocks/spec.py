@@ -108,7 +108,7 @@ class ClusterSpec(SpecModel):
         None, min_length=1, max_length=64, description="initial control-plane version; None = channel default")
     network: str | None = Field(None, min_length=1, max_length=1024, description="VPC network; None = 'default'")
     subnetwork: str | None = Field(None, min_length=1, max_length=1024, description="subnetwork; None = auto")
-    resource_labels: Labels = Field(default_factory=dict,
+    resource_labels: Labels = Field(default_factory=dict, max_length=60,  # GCE allows 64, we add 4
                                     description="extra GCE labels on the cluster (owner labels are added)")
     adopt_existing: bool = Field(False, description="adopt an existing cluster without our owner labels")
     api_endpoint: Annotated[str, AfterValidator(formats.http_url)] | None = Field(
