@@ -130,8 +130,9 @@ def test_a_wrong_import_path_fails_the_app_before_any_deployment(sim):
     assert "serveDeploymentStatuses" not in app
 
 
-def test_no_gpu_capacity_leaves_workers_unschedulable_and_serve_waiting_for_resources(sim):
-    sim.ctx.faults.add({"kind": "no_gpu_capacity"})
+@pytest.mark.parametrize("kind", ["no_gpu_capacity", "unschedulable"])
+def test_no_gpu_capacity_leaves_workers_unschedulable_and_serve_waiting_for_resources(sim, kind):
+    sim.ctx.faults.add({"kind": kind})
     start(sim)
     app = sim.wait_for(lambda: (a := pending_app(sim)) and "taken more than 30s to be scheduled" in str(a) and a,
                        what="Serve's scheduling message")

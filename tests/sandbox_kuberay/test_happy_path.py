@@ -237,3 +237,12 @@ def test_slow_answer_fault_adds_its_seconds_to_each_answer(serving):
         assert reply.status == 200 and sim.ctx.clock.elapsed_s() - before >= 600
     finally:
         sim.ctx.faults.clear("slow_answer")
+
+
+def test_the_dashboards_serve_api_answers_through_the_per_cluster_head_service(serving):
+    sim, rs, _, _ = serving
+    cluster = rs["status"]["activeServiceStatus"]["rayClusterName"]
+    reply = call_service(sim, f"{cluster}-head-svc", 8265, "GET", "/api/serve/applications/")
+    apps = json.loads(reply.body)["applications"]
+    assert reply.status == 200 and apps["llm_app"]["status"] == "RUNNING"
+    assert apps["llm_app"]["deployed_app_config"]["import_path"] == "ray.serve.llm:build_openai_app"
