@@ -65,11 +65,13 @@ class Sandbox:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def app(self) -> Starlette:
+        """The ASGI app: control routes under /_sandbox/, everything else the GKE API."""
         routes = control_routes(self) + [
             Route("/{path:path}", gke_endpoint(self.gke, self.faults, self._log), methods=_METHODS)]
         return Starlette(routes=routes)
 
     def start(self) -> Sandbox:
+        """Serve on 127.0.0.1 (a free port if `port` is 0); return self."""
         if self._server is None:
             started = time.monotonic()
             self._server = start_server(self.app(), port=self.port, name="sandbox-gke")
@@ -78,6 +80,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        """Stop serving, the clock and the Kubernetes side."""
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -113,8 +116,10 @@ class Sandbox:
         return self.faults.add(normalize_fault(fault))
 
     def clear_faults(self, kind: str | None = None) -> None:
+        """Remove every fault, or those of one `kind`."""
         self.faults.clear(kind)
 
     def clock_status(self) -> dict[str, Any]:
+        """Simulated time now: `{elapsed_s, now, now_rfc3339, time_scale}`."""
         return {"elapsed_s": round(self.clock.elapsed_s(), 3), "now": self.clock.now(),
                 "now_rfc3339": self.clock.rfc3339(), "time_scale": self.clock.time_scale}

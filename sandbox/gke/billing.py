@@ -16,6 +16,7 @@ from sandbox.clock import ScaledClock
 
 @dataclass
 class PoolMeter:
+    """The VM lifetimes of one node pool and what one of its VMs costs per hour."""
     cluster: str                    # "project/location/cluster"
     pool: str
     machine_type: str

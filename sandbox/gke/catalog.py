@@ -41,6 +41,7 @@ DEFAULT_MACHINE_TYPE = "e2-medium"   # what GKE uses when a pool names none
 
 @dataclass(frozen=True)
 class Machine:
+    """What GKE knows of a machine type: vCPUs and the GPUs that come with it."""
     machine_type: str
     vcpus: int
     accelerator: str      # "" for CPU-only VMs
@@ -60,12 +61,14 @@ def check_name(field: str, value: str) -> None:
 
 
 def check_location(location: str) -> None:
+    """Reject a location that is neither a zone nor a region."""
     if not (_ZONE.fullmatch(location) or _REGION.fullmatch(location)):
         raise invalid(f'Location "{location}" is not a valid zone (like "us-east5-a") or region '
                       '(like "us-east5").')
 
 
 def region_of(location: str) -> str:
+    """The region of a zone (a region is its own region)."""
     return location[:-2] if _ZONE.fullmatch(location) else location
 
 

@@ -23,24 +23,29 @@ class GkeError(Exception):
         self.message = message
 
     def body(self) -> dict[str, Any]:
+        """The JSON body GKE answers with."""
         reason = _REASONS.get(self.code, "error")
         return {"error": {"code": self.code, "message": self.message, "status": self.status,
                           "errors": [{"message": self.message, "domain": "global", "reason": reason}]}}
 
 
 def not_found(resource: str) -> GkeError:
+    """404 NOT_FOUND for `resource` (`projects/P/zones/Z/clusters/C`)."""
     return GkeError(404, "NOT_FOUND", f"Not found: {resource}.")
 
 
 def already_exists(resource: str) -> GkeError:
+    """409 ALREADY_EXISTS for `resource`."""
     return GkeError(409, "ALREADY_EXISTS", f"Already exists: {resource}.")
 
 
 def invalid(message: str) -> GkeError:
+    """400 INVALID_ARGUMENT."""
     return GkeError(400, "INVALID_ARGUMENT", message)
 
 
 def precondition(message: str) -> GkeError:
+    """400 FAILED_PRECONDITION."""
     return GkeError(400, "FAILED_PRECONDITION", message)
 
 
@@ -50,12 +55,14 @@ def busy(operation: str, doing: str) -> GkeError:
 
 
 def too_many_operations(cluster: str) -> GkeError:
+    """429 RESOURCE_EXHAUSTED: the cluster's concurrent-operation quota."""
     return GkeError(429, "RESOURCE_EXHAUSTED",
                     f'Too many operations: cluster "{cluster}" hits the concurrent operations quota 5, '
                     "please try again later.")
 
 
 def quota_exceeded(project: str, metric: str, requested: float, limit: float) -> GkeError:
+    """403 PERMISSION_DENIED: regional quota `metric` short for this create."""
     short = max(requested - limit, 0.0) or requested
     return GkeError(403, "PERMISSION_DENIED",
                     f'Insufficient regional quota to satisfy request: resource "{metric}": request requires '

@@ -89,6 +89,7 @@ class Lifecycle:
         return self.clock.elapsed_s() if at is None else at
 
     def rfc3339(self) -> str:
+        """`now_s()` as an RFC 3339 timestamp."""
         return self.clock.rfc3339(self.clock.now() - self.clock.elapsed_s() + self.now_s())
 
     # -- VMs and nodes --------------------------------------------------------------------------
@@ -116,6 +117,7 @@ class Lifecycle:
             self.hook("node_pool_running", cluster.ref, resource, names)
 
     def vms_down(self, cluster: ClusterRecord, pool: PoolRecord) -> None:
+        """Delete every VM of the pool: billing stops now."""
         self.meter.vms_deleted(cluster.ref.key, pool.name, at=self.now_s())
 
     def hook(self, name: str, *args: Any) -> Any:
@@ -189,6 +191,7 @@ class Lifecycle:
 
     def play_pool_create(self, cluster: ClusterRecord, pool: PoolRecord, op: OperationRecord,
                          stockout: dict[str, Any] | None) -> None:
+        """VMs (billing), nodes (hooks), then RUNNING; or, on stockout, DONE with GCE_STOCKOUT."""
         timing = self.profile["node_pool"]["gpu" if pool.machine.gpus else "cpu"]
         created = None if stockout is None else int(stockout.get("created", 0))
         # A partial stockout brings its few VMs up before the operation gives up.
@@ -237,6 +240,7 @@ class Lifecycle:
         self.after(self.profile["operation_pending_s"] + self.profile.get("labels_update_s", 5), done)
 
     def play_pool_delete(self, cluster: ClusterRecord, pool: PoolRecord, op: OperationRecord) -> None:
+        """VMs deleted, nodes removed and pool gone after the profile's delete time."""
         self.after(self.profile["node_pool"]["delete_s"], lambda: self._pool_deleted(cluster, pool, op))
 
     def _pool_deleted(self, cluster: ClusterRecord, pool: PoolRecord, op: OperationRecord) -> None:
@@ -247,6 +251,7 @@ class Lifecycle:
         self.hook("node_pool_deleted", cluster.ref, pool.name)
 
     def play_cluster_delete(self, cluster: ClusterRecord, op: OperationRecord) -> None:
+        """Every VM deleted, the Kubernetes side stopped and the cluster gone after the delete time."""
         self.after(self.profile["cluster"]["delete_s"], lambda: self._cluster_deleted(cluster, op))
 
     def _cluster_deleted(self, cluster: ClusterRecord, op: OperationRecord) -> None:

@@ -66,6 +66,7 @@ class RequestLog:
         self._entries: list[dict[str, Any]] = []
 
     def add(self, method: str, path: str, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        """Record a request as it arrives; the caller sets `status` once answered."""
         entry = {"method": method, "path": path, "query": query, "body": _parsed(body),
                  "time": self._clock.rfc3339(), "elapsed_s": round(self._clock.elapsed_s(), 3), "status": None}
         with self._lock:
@@ -74,6 +75,7 @@ class RequestLog:
         return entry
 
     def entries(self) -> list[dict[str, Any]]:
+        """Copies of every entry, oldest first."""
         with self._lock:
             return [dict(e) for e in self._entries]
 

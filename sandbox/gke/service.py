@@ -42,6 +42,7 @@ class GkeService:
 
     # -- clusters -------------------------------------------------------------------------------
     def create_cluster(self, version: str, project: str, location: str, body: bytes) -> dict[str, Any]:
+        """`clusters.create`: validate, reserve the name, start CREATE_CLUSTER; return the Operation."""
         catalog.check_location(location)
         request = wire.parse_request(version, "CreateClusterRequest", body)
         spec = wire.to_stored(request.cluster)
@@ -73,14 +74,17 @@ class GkeService:
         return dict(op.resource)
 
     def get_cluster(self, project: str, location: str, name: str) -> dict[str, Any]:
+        """`clusters.get`: the Cluster with its node pools, or 404."""
         with self.state.lock:
             return self._cluster(project, location, name).rendered()
 
     def list_clusters(self, project: str, location: str) -> dict[str, Any]:
+        """`clusters.list` in one location or every one (`-`)."""
         with self.state.lock:
             return {"clusters": [c.rendered() for c in self.state.clusters_in(project, location)]}
 
     def delete_cluster(self, project: str, location: str, name: str) -> dict[str, Any]:
+        """`clusters.delete`: STOPPING now, gone (VMs, Kubernetes) when the Operation is DONE."""
         with self.state.lock:
             cluster = self._cluster(project, location, name)
             self._check_mutable(cluster)
@@ -94,6 +98,7 @@ class GkeService:
     # -- node pools -----------------------------------------------------------------------------
     def create_node_pool(self, version: str, project: str, location: str, cluster_name: str,
                          body: bytes) -> dict[str, Any]:
+        """`nodePools.create` (v1 or v1beta1 body): start CREATE_NODE_POOL; return the Operation."""
         request = wire.parse_request(version, "CreateNodePoolRequest", body)
         spec = wire.to_stored(request.node_pool)
         with self.state.lock:
@@ -111,15 +116,18 @@ class GkeService:
         return dict(op.resource)
 
     def get_node_pool(self, project: str, location: str, cluster_name: str, name: str) -> dict[str, Any]:
+        """`nodePools.get`, or 404 for a missing pool or cluster."""
         with self.state.lock:
             return dict(self._pool(self._cluster(project, location, cluster_name), name).resource)
 
     def list_node_pools(self, project: str, location: str, cluster_name: str) -> dict[str, Any]:
+        """`nodePools.list` of one cluster."""
         with self.state.lock:
             cluster = self._cluster(project, location, cluster_name)
             return {"nodePools": [dict(p.resource) for p in cluster.pools.values()]}
 
     def delete_node_pool(self, project: str, location: str, cluster_name: str, name: str) -> dict[str, Any]:
+        """`nodePools.delete`: STOPPING now, gone and unbilled when the Operation is DONE."""
         with self.state.lock:
             cluster = self._cluster(project, location, cluster_name)
             pool = self._pool(cluster, name)
@@ -168,6 +176,7 @@ class GkeService:
 
     # -- operations and config ------------------------------------------------------------------
     def get_operation(self, project: str, location: str, name: str) -> dict[str, Any]:
+        """`operations.get`, or 404 when no such operation in that project and location."""
         with self.state.lock:
             op = self.state.operations.get(name)
             if op is None or op.project != project or location not in ("-", op.location):
@@ -175,10 +184,12 @@ class GkeService:
             return dict(op.resource)
 
     def list_operations(self, project: str, location: str) -> dict[str, Any]:
+        """`operations.list` in one location or every one (`-`), oldest first."""
         with self.state.lock:
             return {"operations": [dict(o.resource) for o in self.state.operations_in(project, location)]}
 
     def server_config(self, project: str, location: str) -> dict[str, Any]:
+        """`getServerConfig`: the versions this simulated GKE offers."""
         catalog.check_location(location)
         return resources.server_config(self.versions)
 

@@ -21,6 +21,7 @@ API_ROOT = "https://container.googleapis.com/v1"
 
 @dataclass
 class PoolRecord:
+    """A node pool as stored, its machine, zones, instance groups and VM names."""
     resource: dict[str, Any]
     machine: Machine
     zones: list[str]
@@ -38,6 +39,7 @@ class PoolRecord:
 
 @dataclass
 class ClusterRecord:
+    """A cluster as stored, its pools in creation order, and the operation holding it."""
     ref: ClusterRef
     resource: dict[str, Any]                      # without nodePools; see `rendered`
     pools: dict[str, PoolRecord] = field(default_factory=dict)
@@ -55,6 +57,7 @@ class ClusterRecord:
 
 @dataclass
 class OperationRecord:
+    """An operation as GKE returns it, and the cluster it belongs to."""
     project: str
     location: str
     cluster: str
@@ -79,6 +82,7 @@ class GkeState:
         self._rng = random.Random(seed)
 
     def cluster(self, project: str, location: str, name: str) -> ClusterRecord | None:
+        """The cluster record, or None."""
         return self.clusters.get(ClusterRef(project, location, name).key)
 
     def clusters_in(self, project: str, location: str) -> list[ClusterRecord]:
@@ -87,6 +91,7 @@ class GkeState:
                 if c.ref.project == project and location in ("-", c.ref.location)]
 
     def operations_in(self, project: str, location: str) -> list[OperationRecord]:
+        """Operations of `project` in `location` ("-" means every location), oldest first."""
         return [o for o in self.operations.values()
                 if o.project == project and location in ("-", o.location)]
 
