@@ -8,6 +8,7 @@ latency still costs only one simulated minute.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -17,11 +18,12 @@ from typing import Any
 import pytest
 
 from blocks.errors import RolloutFailed, WaitTimedOut
+from tasks.gateways.kube import RAY_SERVICE, KubeRejected
 from tasks.kuberay_operator import ensure_kuberay_operator
 from tasks.ray_service import delete_ray_service, ensure_ray_service
 from tasks.ray_service_wait import PhaseBudgets, WaitSettings, wait_for_ray_service_ready
 from tasks.waiting import State
-from tests.integration.kuberay_sandbox import kube_sandbox, stack_spec
+from tests.integration.kuberay_sandbox import kube_sandbox, stack_spec, wait_for
 
 EARLY_S = 90.0          # "within about a minute" of the sign, plus one look interval of slack
 
@@ -90,6 +92,13 @@ def app_deploy_failed(store):
                for app in (block.get("applicationStatuses") or {}).values())
 
 
+def app_status(store) -> str | None:
+    for rs in store.list(("ray.io", "rayservices"))[0]:
+        for app in ((rs.get("status") or {}).get("pendingServiceStatus") or {}).get("applicationStatuses", {}).values():
+            return app.get("status")
+    return None
+
+
 def unschedulable(store):
     return any(c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
                for p in pods(store) for c in (p.get("status") or {}).get("conditions") or [])
@@ -156,3 +165,27 @@ def test_api_errors_and_dropped_watches_are_ridden_out(box, clean):
     left = box.ctx.faults.list()       # counted faults leave the registry once used up
     assert [f["kind"] for f in left] in ([], ["watch_disconnect"]), left
     assert all(f["fired"] >= 1 for f in left), "the waiter's watch was dropped at least once"
+
+
+def test_a_wait_restarted_mid_load_resumes_from_the_live_objects(box, clean, caplog):
+    spec = stack_spec()
+    ensure_ray_service.fn(box.kube, spec)
+    with pytest.raises(WaitTimedOut):              # the first run is killed by its deadline mid-load
+        wait_for_ray_service_ready.fn(box.kube, spec, clock=box.clock, settings=WaitSettings(timeout_s=45))
+    # the flow restarts a little later (a Prefect retry), when the model is downloading
+    wait_for(lambda: app_status(box.ctx.store) == "DEPLOYING", what="the Serve app to be deploying")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tasks"):
+        look = wait_for_ray_service_ready.fn(box.kube, spec, clock=box.clock)
+    assert look.state is State.READY
+    first = next(r.getMessage() for r in caplog.records if r.name == "tasks.ray_service_wait")
+    assert re.search(r": (weight-download|engine-start|serve-running): ", first), first
+
+
+def test_an_invalid_rayservice_is_rejected_by_the_api_server_naming_the_field(box):
+    manifest = {"apiVersion": "ray.io/v1", "kind": "RayService",
+                "metadata": {"name": "broken", "namespace": "default"},
+                "spec": {"serveConfigV2": 42, "rayClusterConfig": {"headGroupSpec": {}}}}
+    with pytest.raises(KubeRejected, match=r"RayService default/broken was rejected \(HTTP 422\).*serveConfigV2"):
+        box.kube.apply(manifest)
+    assert box.kube.get(RAY_SERVICE, "broken", "default") is None
