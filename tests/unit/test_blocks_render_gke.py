@@ -236,3 +236,18 @@ def test_rest_json_is_camel_case_with_int64_as_strings():
     assert pool_json["initialNodeCount"] == 2
     assert pool_json["config"]["accelerators"][0]["acceleratorCount"] == "8"
     assert pool_json["config"]["accelerators"][0]["gpuDriverInstallationConfig"] == {"gpuDriverVersion": "LATEST"}
+
+
+@pytest.mark.parametrize("mode", ["on-demand", "spot", "reservation", "flex-start", "queued"])
+def test_v1beta1_body_strict_parses_as_v1beta1(mode):
+    from google.cloud.container_v1beta1 import types as B
+
+    spec = default_spec().updated({"gpu_pool": {
+        "capacity_modes": ["on-demand", "spot", "reservation", "flex-start", "queued"],
+        "reservation_name": "h100-res", "placement_policy_name": "a3-compact", "gvnic": True,
+        "local_ssd_count": 16}})
+    body = {"parent": "projects/p/locations/us-east5-a/clusters/c",
+            **node_pool_v1beta1_body(spec, capacity_mode=mode)}
+    request = B.CreateNodePoolRequest.from_json(json.dumps(body), ignore_unknown_fields=False)
+    assert request.node_pool.config.host_maintenance_policy.maintenance_interval == \
+        B.HostMaintenancePolicy.MaintenanceInterval.PERIODIC
