@@ -29,6 +29,7 @@ from sandbox.kube.proxy import ServiceProxy
 from sandbox.kube.request import ApiReply, ApiRequest
 from sandbox.kube.resources import ResourceTypes
 from sandbox.kube.selectors import field_matcher, label_matcher
+from sandbox.kube.tables import to_table, wants_table
 from sandbox.kube.verbs import Verbs
 from sandbox.kube.watch import DEFAULT_TIMEOUT_S, WatchSpec, stream_events
 
@@ -166,9 +167,16 @@ class KubeApiServer:
                          timeout_s=float(req.query.get("timeoutSeconds") or DEFAULT_TIMEOUT_S),
                          bookmarks=req.query.get("allowWatchBookmarks") in ("true", "1"), labels=labels,
                          fields=(lambda o: fields(o) and fields_for_name(o)) if fields_for_name else fields,
-                         disconnect_after_s=float(disconnect.get("after_s", 0.2)) if disconnect else None)
+                         disconnect_after_s=float(disconnect.get("after_s", 0.2)) if disconnect else None,
+                         render=self._table_renderer(req) if wants_table(req.headers.get("accept", "")) else None)
         return StreamingResponse(stream_events(self.ctx.store, spec), media_type="application/json",
                                  headers={"cache-control": "no-cache, private"})
+
+
+    def _table_renderer(self, req: ApiRequest):
+        include = req.query.get("includeObject", "Metadata")
+        return lambda obj: to_table(req.rtype, [obj], obj["metadata"].get("resourceVersion", ""),
+                                    now=self.ctx.clock.now(), include=include)
 
 
 def _found(body: dict[str, Any] | None) -> Response:

@@ -51,6 +51,9 @@ class ApiRequest:
         """The body as JSON, or YAML for apply patches; 400 with the parser's complaint if neither."""
         if not self.body:
             raise st.bad_request("the body of the request was empty")
+        if "protobuf" in self.content_type or "cbor" in self.content_type:
+            # Only JSON/YAML are served; client-go then retries the request as JSON.
+            raise st.unsupported_media_type(self.content_type)
         try:
             return json.loads(self.body)
         except ValueError as json_error:

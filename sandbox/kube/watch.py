@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,10 @@ class WatchSpec:
     labels: Matcher
     fields: Matcher
     disconnect_after_s: float | None = None     # injected `watch_disconnect` fault
+    render: Callable[[dict[str, Any]], dict[str, Any]] | None = None   # e.g. to a Table for `kubectl get -w`
+
+    def encode(self, kind: str, obj: dict[str, Any]) -> bytes:
+        return _line(kind, self.render(obj) if self.render else obj)
 
 
 def _line(kind: str, obj: dict[str, Any]) -> bytes:
@@ -94,7 +98,7 @@ async def stream_events(store: ObjectStore, spec: WatchSpec) -> AsyncIterator[by
     try:
         for obj in (shaped(spec.rtype, o) for o in initial):
             if spec.labels(obj) and spec.fields(obj):
-                yield _line("ADDED", obj)
+                yield spec.encode("ADDED", obj)
         async for chunk in _follow(store, spec, events, watched):
             yield chunk
     finally:
@@ -120,4 +124,4 @@ async def _follow(store: ObjectStore, spec: WatchSpec, events: asyncio.Queue[Wat
             continue
         seen = watched(event)
         if seen is not None:
-            yield _line(seen[0], seen[1])
+            yield spec.encode(*seen)
