@@ -27,9 +27,10 @@ FAST_TIME_SCALE = 3000.0    # for tests that only need operations to finish (a c
 
 @contextmanager
 def running_sandbox(time_scale: float = TEST_TIME_SCALE, profile: str = "realistic", seed: int = 0,
-                    hooks: ClusterHooks | None = None) -> Iterator[Sandbox]:
-    """A started Sandbox on a free port, stopped on exit."""
-    sandbox = Sandbox(time_scale=time_scale, profile=profile, seed=seed, port=0, hooks=hooks)
+                    hooks: ClusterHooks | None = None, kubernetes: bool = False) -> Iterator[Sandbox]:
+    """A started Sandbox on a free port (with simulated Kubernetes if asked), stopped on exit."""
+    sandbox = Sandbox(time_scale=time_scale, profile=profile, seed=seed, port=0, hooks=hooks,
+                      kubernetes=kubernetes)
     with sandbox:
         yield sandbox
 

@@ -7,13 +7,17 @@ so the sandbox runs at 200000x here: every operation is over before gcloud's fir
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
+from sandbox.hooks import ClusterRef
 from sandbox.testing import running_sandbox
 
 pytestmark = pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud CLI not installed")
@@ -41,7 +45,7 @@ def gcloud(tmp_path_factory):
             raise AssertionError(f"gcloud {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done.returncode, done.stdout, done.stderr
 
-    with running_sandbox(time_scale=200000.0) as sandbox:
+    with running_sandbox(time_scale=200000.0, kubernetes=True) as sandbox:
         # The same properties `gcloud config set` writes (one real call below proves the command),
         # written directly because every gcloud start costs a second of CPU.
         (home / "config" / "configurations").mkdir(parents=True)
@@ -54,7 +58,12 @@ def gcloud(tmp_path_factory):
         assert json.loads(out)["api_endpoint_overrides"] == {"container": f"{sandbox.gke_url}/",
                                                              "serviceusage": f"{sandbox.gke_url}/"}
         run.sandbox = sandbox
+        run.kubeconfig = env["KUBECONFIG"]
         yield run
+
+
+def _ref(name: str) -> ClusterRef:
+    return ClusterRef(PROJECT, ZONE, name)
 
 
 def _calls(sandbox, since: int) -> list[str]:
@@ -65,12 +74,21 @@ def test_the_guides_commands_then_describe_list_and_delete(gcloud):
     sandbox = gcloud.sandbox
     _, out, err = gcloud(*GUIDE_CLUSTER)
     assert "kuberay-gpu-cluster" in out and "RUNNING" in out and "e2-standard-16" in out
-    assert "kubeconfig entry generated for kuberay-gpu-cluster" in err
+    assert "kubeconfig entry generated for kuberay-gpu-cluster" in err and "WARNING" not in err
     calls = _calls(sandbox, 0)
     assert calls[0] == f"GET /v1/projects/{PROJECT}/services/containerfilesystem.googleapis.com 200"
     assert f"POST /v1/projects/{PROJECT}/locations/{ZONE}/clusters 200" in calls
     sent = next(e["body"]["cluster"] for e in sandbox.requests() if e["method"] == "POST")
     assert sent["nodePoolDefaults"]["nodeConfigDefaults"]["gcfsConfig"] == {"enabled": True}
+
+    _, _, err = gcloud("container", "clusters", "get-credentials", "kuberay-gpu-cluster", "--zone", ZONE)
+    assert "kubeconfig entry generated for kuberay-gpu-cluster" in err
+    kubeconfig = yaml.safe_load(Path(gcloud.kubeconfig).read_text())
+    (entry,) = [c["cluster"] for c in kubeconfig["clusters"] if c["name"].endswith("_kuberay-gpu-cluster")]
+    inventory = sandbox.inventory()["clusters"][0]
+    assert entry["server"] == f"https://{inventory['endpoint']}"
+    ca = base64.b64decode(entry["certificate-authority-data"]).decode()
+    assert ca == sandbox.hooks.get(_ref("kuberay-gpu-cluster")).ca_pem      # the API server's own CA
 
     mark = len(sandbox.requests())
     _, out, _ = gcloud(*GUIDE_POOL)
