@@ -7,6 +7,7 @@ containers (`Init:0/1`), then `Running`; it becomes Ready when its program says 
 container with the kubelet's back-off (10 s doubling to 5 min) and `CrashLoopBackOff` in between.
 
 Faults (document: where they show):
+Without `pod_prefix`, pod faults apply to Ray pods (the RayService's workload), never to the operator.
 - `image_pull_backoff {pod_prefix?}`: each pull attempt of a matching pod fails -> `ErrImagePull`
   then `ImagePullBackOff` (container `state.waiting.reason`, events `Failed`/`BackOff`); a counted
   fault (`times: N`) fails N attempts and then the pull succeeds.
@@ -129,7 +130,8 @@ class Kubelet(Reconciler):
             return shown if now < shown else run.pull_retry_at
         images = programs.images_of(pod)
         name = pod["metadata"]["name"]
-        if take_fault(self.ctx.faults, "image_pull_backoff", key="pod_prefix", value=name) is not None:
+        if take_fault(self.ctx.faults, "image_pull_backoff", key="pod_prefix", value=name,
+                      applies=lambda fault: programs.is_ray_pod(pod)) is not None:
             run.pull_failures += 1
             run.pull_failed_at = now
             run.pull_retry_at = now + min(BACKOFF_START_S * 2 ** (run.pull_failures - 1), BACKOFF_MAX_S)

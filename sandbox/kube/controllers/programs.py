@@ -87,7 +87,7 @@ def crash_plan(ctx: ClusterContext, pod: dict[str, Any]) -> tuple[float, str, in
         if missing_crds(ctx):
             return float(kube.get("operator_cache_sync_timeout_s", 120)), "Error", 1
         return None
-    if take_fault(ctx.faults, "crashloop", key="pod_prefix", value=name) is not None:
+    if take_fault(ctx.faults, "crashloop", key="pod_prefix", value=name, applies=lambda f: is_ray_pod(pod)):
         return float(kube.get("crash_after_s", 20)), "Error", 1
     if take_fault(ctx.faults, "oom_killed", key="pod_prefix", value=name, applies=lambda f: _is_ray(pod, "worker")):
         return float(kube.get("oom_after_s", 240)), "OOMKilled", 137
@@ -143,6 +143,10 @@ def qos_class(pod: dict[str, Any]) -> str:
         if not limits or any(requests.get(k) != v for k, v in limits.items()) or not {"cpu", "memory"} <= set(limits):
             return "Burstable"
     return "Guaranteed"
+
+
+def is_ray_pod(pod: dict[str, Any]) -> bool:
+    return "ray.io/node-type" in _labels(pod)
 
 
 def _labels(pod: dict[str, Any]) -> dict[str, str]:
