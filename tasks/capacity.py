@@ -10,11 +10,14 @@ for already; spot can be preempted mid model load), a zone is only where it land
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from google.cloud.container_v1 import types as T
 from prefect import task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 
 from blocks.errors import CapacityError, OperationFailed, WaitTimedOut, only_transient_errors
 from blocks.spec import CapacityMode, StackSpec
@@ -106,6 +109,7 @@ def ensure_gpu_capacity(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None
     for placement in placements[placement_of(live, placements):]:
         left = deadline - clock.monotonic()
         if left <= 0:
+            _publish_attempts(spec, attempts)
             raise CapacityExhausted(spec.gpu_pool.name, attempts, "time budget spent")
         started = clock.monotonic()
         log.info("GPU pool %s: trying %s (%.0fs of budget left)", spec.gpu_pool.name, placement, left)
@@ -119,7 +123,9 @@ def ensure_gpu_capacity(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None
             continue
         attempts.append(Attempt(placement, "running", "; ".join(result.steps), clock.monotonic() - started))
         log.info("GPU pool %s: running with %s", spec.gpu_pool.name, placement)
+        _publish_attempts(spec, attempts)
         return CapacityResult(placement, tuple(attempts), result)
+    _publish_attempts(spec, attempts)
     raise CapacityExhausted(spec.gpu_pool.name, attempts, "every zone and capacity mode failed")
 
 
@@ -128,6 +134,16 @@ def _failed(placement: Placement, error: Exception, elapsed_s: float, *,
     attempt = Attempt(placement, type(error).__name__, str(error), elapsed_s)
     log.warning("GPU pool: %s failed after %.0fs: %s: %s", placement, elapsed_s, attempt.outcome, error)
     return attempt
+
+
+def _publish_attempts(spec: StackSpec, attempts: list[Attempt]) -> None:
+    """Show the attempts as a table artifact of the task run (nothing outside a Prefect run)."""
+    if TaskRunContext.get() is None:
+        return
+    rows = [{"zone": a.placement.zone, "capacity_mode": a.placement.mode.value, "outcome": a.outcome,
+             "elapsed_s": round(a.elapsed_s), "reason": a.reason[:500]} for a in attempts]
+    create_table_artifact(rows, key=re.sub(r"[^a-z0-9-]", "-", f"{spec.name}-gpu-capacity"),
+                          description=f"GPU capacity attempts for pool {spec.gpu_pool.name!r}, in order")
 
 
 def _remove_failed_pool(gke: GkeGateway, spec: StackSpec, *, clock: Clock,

@@ -103,3 +103,4 @@ def test_a_pool_running_somewhere_the_spec_no_longer_allows_is_drift_not_a_silen
     with pytest.raises(DriftError, match="us-east5-c"):
         ensure_gpu_capacity.fn(gke, narrowed, clock=clock)
     assert writes(sandbox, spec.cluster.name, since=since) == []
+
