@@ -220,6 +220,7 @@ class Verbs:
         if not isinstance(applied, dict):
             raise st.bad_request("the applied configuration must be an object")
         applied = self._check_applied(req, applied)
+        self._check_applied_fields(req, applied)
         force = req.query.get("force", "false").lower() == "true"
         ctx = self._context(req, req.subresource or "")
         try:
@@ -245,6 +246,17 @@ class Verbs:
         if req.subresource:
             scoped["metadata"]["managedFields"] = result["metadata"].get("managedFields")
         return self._write(req, live, scoped, apply=True)
+
+    def _check_applied_fields(self, req: ApiRequest, applied: dict[str, Any]) -> None:
+        """An applied configuration naming a field the schema lacks cannot become a typed patch: 400."""
+        schema = self.admission.schema(req.rtype)
+        if schema is None:
+            return
+        unknown = schema.admit(copy.deepcopy(applied)).unknown
+        if unknown:
+            where = f"{req.namespace}/{req.name}" if req.namespace else req.name
+            raise st.bad_request(f"failed to create typed patch object ({where}; {req.rtype.api_version}, "
+                                 f"Kind={req.rtype.kind}): .{unknown[0]}: field not declared in schema")
 
     def _check_applied(self, req: ApiRequest, applied: dict[str, Any]) -> dict[str, Any]:
         for field in ("apiVersion", "kind"):

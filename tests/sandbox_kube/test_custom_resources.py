@@ -159,3 +159,15 @@ def test_managed_by_is_immutable_per_the_crd_rule(custom, installed_crds, namesp
         custom.patch_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", "managed", {
             "spec": {"rayClusterConfig": {"managedBy": "kueue.x-k8s.io/multikueue"}}})
     assert caught.value.status == 422 and "the managedBy field is immutable" in caught.value.body
+
+
+def test_server_side_apply_with_an_undeclared_field_gets_400(custom, installed_crds, namespace, sample_rayservice):
+    body = copy.deepcopy(sample_rayservice)
+    body["spec"]["rayClusterConfig"]["headGroupSpec"]["bogus"] = 1
+    with pytest.raises(kubernetes.client.ApiException) as caught:
+        custom.patch_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", "deepseek-r1", body,
+                                              field_manager="flows", _content_type=APPLY)
+    assert caught.value.status == 400
+    assert json.loads(caught.value.body)["message"] == (
+        f"failed to create typed patch object ({namespace}/deepseek-r1; ray.io/v1, Kind=RayService): "
+        ".spec.rayClusterConfig.headGroupSpec.bogus: field not declared in schema")
