@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from sandbox.kube import protobuf
 from sandbox.kube import status as st
 from sandbox.kube.resources import ResourceType
 
@@ -51,8 +52,13 @@ class ApiRequest:
         """The body as JSON, or YAML for apply patches; 400 with the parser's complaint if neither."""
         if not self.body:
             raise st.bad_request("the body of the request was empty")
-        if "protobuf" in self.content_type or "cbor" in self.content_type:
-            # Only JSON/YAML are served; client-go then retries the request as JSON.
+        if "protobuf" in self.content_type:
+            try:
+                return protobuf.decode(self.body)
+            except protobuf.ProtobufError as e:
+                raise st.ApiError(415, "UnsupportedMediaType", f"the sandbox API server reads protobuf only for "
+                                  f"Namespace, Secret, ConfigMap and ServiceAccount: {e}") from None
+        if "cbor" in self.content_type:
             raise st.unsupported_media_type(self.content_type)
         try:
             return json.loads(self.body)

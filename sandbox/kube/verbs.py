@@ -31,10 +31,16 @@ PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patc
                "application/json-patch+json", APPLY)
 
 
+# Built-in kinds whose registry strategy maintains metadata.generation (others never show it).
+_GENERATION_KINDS = {"Pod", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CustomResourceDefinition"}
+
+
 def shaped(rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
     """`obj` as served at `rtype`'s version: apiVersion and kind first."""
     if rtype.group == "events.k8s.io":
         obj = to_events_v1(obj)
+    if rtype.crd_name is None and rtype.kind not in _GENERATION_KINDS and "generation" in obj.get("metadata", {}):
+        obj = {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "generation"}}
     return {"apiVersion": rtype.api_version, "kind": rtype.kind,
             **{k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}}
 

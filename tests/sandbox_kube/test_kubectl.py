@@ -102,3 +102,16 @@ def test_kubectl_server_side_apply_conflict_and_force(fresh_cluster, tmp_path):
     assert 'Apply failed with 1 conflict: conflict with "flows" using v1: .data.mode' in conflict.stderr
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(manifest))
     assert kubectl("get", "configmap", "settings", "-o", "jsonpath={.data.mode}").stdout == "b"
+
+
+def test_kubectl_create_generators_send_protobuf_that_the_server_reads(fresh_cluster, tmp_path):
+    kubectl = Kubectl(fresh_cluster, tmp_path)
+    assert kubectl("create", "namespace", "llm").stdout.strip() == "namespace/llm created"
+    kubectl("create", "secret", "generic", "hf-secret", "-n", "llm", "--from-literal=hf_api_token=hf_abc")
+    kubectl("create", "configmap", "settings", "-n", "llm", "--from-literal=mode=fast")
+    secret = yaml.safe_load(kubectl("get", "secret", "hf-secret", "-n", "llm", "-o", "yaml").stdout)
+    assert secret["data"] == {"hf_api_token": "aGZfYWJj"} and secret["type"] == "Opaque"
+    assert "generation" not in secret["metadata"] and "generateName" not in secret["metadata"]
+    assert kubectl("get", "configmap", "settings", "-n", "llm", "-o", "jsonpath={.data.mode}").stdout == "fast"
+    refused = kubectl("create", "deployment", "web", "--image=nginx", "-n", "llm", check=False)
+    assert refused.returncode == 1 and "protobuf bodies of kind 'Deployment' are not supported" in refused.stderr
