@@ -37,9 +37,9 @@ def demo_stack_file(gke_url: str, folder: Path, source: Path = EXAMPLE_STACK) ->
 
 
 def still_billing(inventory: dict[str, Any]) -> list[str]:
-    """Names of node pools the sandbox still has (each one is VMs that bill)."""
+    """GPU node pools whose VMs still run in the sandbox, as `cluster/pool` (each one bills)."""
     return [f"{c['name']}/{p['name']}" for c in inventory.get("clusters", []) for p in c.get("node_pools", [])
-            if p.get("status") not in ("DELETED",)]
+            if p.get("gpus_per_node") and p.get("vms_running")]
 
 
 def run_demo(time_scale: float = DEFAULT_TIME_SCALE, *, out=sys.stdout) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
 
 def _free_port() -> int:
@@ -56,20 +57,35 @@ def prefect_server(tmp_path_factory) -> dict[str, str]:
                                  "--host", "127.0.0.1", "--port", str(port)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(home))
-    saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "PREFECT_API_URL")}
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log, timeout_s=90)
-        os.environ.update(PREFECT_HOME=env["PREFECT_HOME"], PREFECT_API_URL=env["PREFECT_API_URL"])
-        yield env
+        # Prefect reads its settings once at import; a settings context is how to change them now.
+        # (Threads a test starts itself must run in a copy of this context: contextvars.copy_context.)
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: str(home)}):
+            yield env
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def sandbox_stack(tmp_path, monkeypatch):
+    """A sandbox with simulated Kubernetes at 600x, the flows' clock agreeing with it, and a stack file
+    (examples/sandbox.yaml) aimed at it. Yields (sandbox, StackRef)."""
+    from flows.demo import demo_stack_file
+    from flows.stack_ref import StackRef
+    from sandbox.app import Sandbox
+    from tasks.clock import TIME_SCALE_ENV, ScaledClock
+
+    with Sandbox(time_scale=E2E_TIME_SCALE, kubernetes=True) as sandbox:
+        clock = ScaledClock(E2E_TIME_SCALE, anchor_epoch_s=sandbox.clock.anchor_epoch_s)
+        monkeypatch.setenv(TIME_SCALE_ENV, clock.to_env())
+        yield sandbox, StackRef(file=str(demo_stack_file(sandbox.gke_url, tmp_path)))
+
+
+E2E_TIME_SCALE = 200.0
+
