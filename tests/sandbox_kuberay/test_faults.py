@@ -199,3 +199,16 @@ def test_the_initializing_timeout_annotation_deletes_the_clusters_for_good(sim):
     sim.wait_for(lambda: not sim.store.list(("ray.io", "rayclusters"))[0], what="clusters deleted")
     sim.ctx.clock.sleep(600)
     assert not sim.store.list(("ray.io", "rayclusters"))[0]
+
+
+@pytest.mark.parametrize(("old", "new"), [('accelerator_type: "H100"', 'accelerator_type: "A100-80G"'),
+                                          ("tensor_parallel_size: 8", "tensor_parallel_size: 16")])
+def test_serve_reads_the_config_a_replica_that_fits_no_gpus_waits_to_be_scheduled(sim, old, new):
+    service = sample_rayservice()
+    service["spec"]["serveConfigV2"] = service["spec"]["serveConfigV2"].replace(old, new)
+    start(sim, service)
+    sim.wait_for(lambda: [(w.get("status") or {}).get("phase") for w in pods(sim, "ray.io/node-type=worker")]
+                 == ["Running", "Running"], what="workers running")
+    sim.ctx.clock.sleep(2400)
+    assert "taken more than 30s to be scheduled" in str(pending_app(sim))
+    assert pending_app(sim)["status"] == "DEPLOYING" and not is_serving(sim.rayservice())

@@ -91,3 +91,16 @@ def test_model_sizes_come_from_the_catalogue_or_the_parameter_count_else_unknown
     assert model_size_gb("deepseek-ai/DeepSeek-R1", profile) == 688
     assert model_size_gb("Qwen/Qwen3-32B", profile) == 64
     assert model_size_gb("deepseek-ai/DeepSeek-R2", profile) is None
+
+
+def test_node_selectors_and_required_affinity_filter_nodes():
+    from sandbox.kube.controllers.scheduler import matches_node_affinity
+    node = {"metadata": {"labels": {"cloud.google.com/gke-nodepool": "gpu-node-pool", "gpus": "8"}}}
+    assert matches_node_affinity({"spec": {"nodeSelector": {"cloud.google.com/gke-nodepool": "gpu-node-pool"}}}, node)
+    assert not matches_node_affinity({"spec": {"nodeSelector": {"cloud.google.com/gke-nodepool": "other"}}}, node)
+    term = {"matchExpressions": [{"key": "gpus", "operator": "Gt", "values": ["4"]},
+                                 {"key": "spot", "operator": "DoesNotExist"}]}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+    assert matches_node_affinity({"spec": {"affinity": affinity}}, node)
+    term["matchExpressions"][0]["operator"] = "Lt"
+    assert not matches_node_affinity({"spec": {"affinity": affinity}}, node)
