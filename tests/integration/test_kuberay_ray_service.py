@@ -99,6 +99,14 @@ def test_the_endpoint_passes_validation_through_the_api_servers_service_proxy(bo
     assert report.completion_tokens > 0 and report.latency_s > 0 and report.tokens_per_s > 0
 
 
+def test_validation_retries_transient_proxy_failures(box):
+    box.inject({"kind": "kube_transient", "status": 503, "times": 2,
+                "path": "/api/v1/namespaces/default/services/deepseek-r1-serve-svc*"})
+    report = validate_llm_endpoint.fn(box.kube, spec(), clock=box.clock)
+    assert report.passed and report.attempts == 4          # models: 2 failures + 1; chat: 1
+    assert box.ctx.faults.list() == []
+
+
 def test_a_wrong_answer_fails_validation_and_shows_the_answer(box):
     fault = box.inject({"kind": "wrong_answer"})
     try:
