@@ -25,6 +25,7 @@ from sandbox.kube.admission import Admission
 from sandbox.kube.builtin_types import BuiltinDefaults
 from sandbox.kube.context import ClusterContext
 from sandbox.kube.deletion import Deleter
+from sandbox.kube.logs import read_log
 from sandbox.kube.proxy import ServiceProxy
 from sandbox.kube.request import ApiReply, ApiRequest
 from sandbox.kube.resources import ResourceTypes
@@ -135,6 +136,9 @@ class KubeApiServer:
         if sub == "proxy" and rtype.kind == "Service" and not rtype.group:
             answer = await run_in_threadpool(self.proxy.forward, req)
             return Response(answer.body, status_code=answer.status, headers=answer.headers)
+        if sub == "log" and rtype.kind == "Pod" and not rtype.group and request.method == "GET":
+            text = await run_in_threadpool(read_log, self.ctx, req)
+            return Response(text, media_type="text/plain")
         if sub not in (None, "status") or (sub == "status" and not rtype.status_subresource) or len(rest) > 3:
             raise st.page_not_found()
         if rtype.namespaced and name is not None and namespace is None:

@@ -137,17 +137,17 @@ class KubeCluster:
             self.ctx.clock.call_later(0, lambda: self._default_service_account(name))
 
     def inventory(self) -> dict[str, Any]:
-        """Objects by resource (`pods`, `rayservices.ray.io`, ...) with namespace, name and a state."""
+        """Objects by resource (`pods`, `rayservices.ray.io`, ...) with namespace, name and a state.
+
+        Events are left out (they are many and say nothing about what exists).
+        """
         store = self.ctx.store
-        out: dict[str, Any] = {}
-        for group, plural in store.resources():
-            if (group, plural) in (("", "events"), ("apiextensions.k8s.io", "customresourcedefinitions")):
-                names = [o["metadata"]["name"] for o in store.list((group, plural))[0]] if group else None
-                if names is not None:
-                    out[f"{plural}.{group}"] = [{"name": n} for n in names]
-                continue
-            out[f"{plural}.{group}" if group else plural] = [_summary(o) for o in store.list((group, plural))[0]]
-        return out
+        return {f"{plural}.{group}" if group else plural: [_summary(o) for o in store.list((group, plural))[0]]
+                for group, plural in store.resources() if (group, plural) != ("", "events")}
+
+    def requests(self) -> list[dict[str, Any]]:
+        """API requests received so far (simulated time, method, path, query), oldest first."""
+        return list(self.api.requests)
 
 
 def _summary(obj: dict[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,42 @@ class PodPorts:
             return self._handlers.get((namespace, pod, int(port)))
 
 
+class PodLogs:
+    """Container logs, keyed by (namespace, pod, container), served at `pods/NAME/log` (`kubectl logs`).
+
+    Simulated processes `write` lines; `restart` moves the current log to `--previous`, as the kubelet
+    keeps the last terminated container's log.
+    """
+
+    def __init__(self, max_lines: int = 5000) -> None:
+        self._lock = threading.Lock()
+        self._max_lines = max_lines
+        self._current: dict[tuple[str, str, str], list[str]] = {}
+        self._previous: dict[tuple[str, str, str], list[str]] = {}
+
+    def write(self, namespace: str, pod: str, container: str, line: str) -> None:
+        with self._lock:
+            lines = self._current.setdefault((namespace, pod, container), [])
+            lines.append(line.rstrip("\n"))
+            del lines[:-self._max_lines]
+
+    def restart(self, namespace: str, pod: str, container: str) -> None:
+        with self._lock:
+            self._previous[(namespace, pod, container)] = self._current.pop((namespace, pod, container), [])
+
+    def read(self, namespace: str, pod: str, container: str, *, previous: bool = False) -> list[str] | None:
+        """The lines logged so far, or None when that container never logged (or had no previous run)."""
+        with self._lock:
+            lines = (self._previous if previous else self._current).get((namespace, pod, container))
+            return list(lines) if lines is not None else None
+
+    def forget(self, namespace: str, pod: str) -> None:
+        with self._lock:
+            for logs in (self._current, self._previous):
+                for key in [k for k in logs if k[:2] == (namespace, pod)]:
+                    del logs[key]
+
+
 @dataclass
 class ClusterContext:
     cluster: ClusterRef
@@ -69,6 +105,7 @@ class ClusterContext:
     profile: dict[str, Any]
     faults: Faults
     pod_ports: PodPorts = field(default_factory=PodPorts)
+    pod_logs: PodLogs = field(default_factory=PodLogs)
 
 
 class Controller(Protocol):

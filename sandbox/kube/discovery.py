@@ -74,6 +74,8 @@ def resource_list(types: ResourceTypes, group: str, version: str) -> dict[str, A
         sub = {"singularName": "", "namespaced": rtype.namespaced, "kind": rtype.kind}
         if rtype.status_subresource:
             resources.append({"name": f"{rtype.plural}/status", **sub, "verbs": _STATUS_VERBS})
+        if rtype.kind == "Pod" and not rtype.group:
+            resources.append({"name": "pods/log", **sub, "verbs": ["get"]})
         if rtype.kind in ("Service", "Pod") and not rtype.group:
             resources.append({"name": f"{rtype.plural}/proxy", **sub,
                               "kind": f"{rtype.kind}ProxyOptions", "verbs": _PROXY_VERBS})

@@ -78,3 +78,24 @@ def test_injected_500_reaches_the_official_client_as_api_exception(core, kube, n
     assert caught.value.status == 500
     assert json.loads(caught.value.body)["reason"] == "InternalError"
     assert core.list_namespaced_config_map(namespace).items == []
+
+
+def test_pod_logs_serve_what_simulated_processes_wrote(core, kube, namespace):
+    pod = pod_manifest("head", {"ray.io/node-type": "head"})
+    pod["spec"]["containers"].append({"name": "autoscaler", "image": "ray:2.52"})
+    core.create_namespaced_pod(namespace, pod)
+    with pytest.raises(kubernetes.client.ApiException) as caught:
+        core.read_namespaced_pod_log("head", namespace)
+    assert json.loads(caught.value.body)["message"] == ("a container name must be specified for pod head, choose "
+                                                        "one of: [main autoscaler]")
+    with pytest.raises(kubernetes.client.ApiException) as caught:
+        core.read_namespaced_pod_log("head", namespace, container="main")
+    assert json.loads(caught.value.body)["message"] == ('container "main" in pod "head" is waiting to start: '
+                                                        "ContainerCreating")
+    for line in ("Starting workers", "Reconciling RayService"):
+        kube.ctx.pod_logs.write(namespace, "head", "main", line)
+    assert core.read_namespaced_pod_log("head", namespace, container="main") == \
+        "Starting workers\nReconciling RayService\n"
+    assert core.read_namespaced_pod_log("head", namespace, container="main", tail_lines=1) == "Reconciling RayService\n"
+    kube.ctx.pod_logs.restart(namespace, "head", "main")
+    assert core.read_namespaced_pod_log("head", namespace, container="main", previous=True).startswith("Starting")
