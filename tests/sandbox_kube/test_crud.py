@@ -230,3 +230,17 @@ def test_events_k8s_io_is_a_view_of_core_events(api, core, namespace):
     core_view = core.read_namespaced_event("svc.2", namespace)
     assert (core_view.message, core_view.involved_object.name, core_view.reporting_component) == \
         ("made it", "svc", "ray-operator")
+
+
+def test_delete_collection_by_label_selector(core, namespace):
+    for name, labels in (("keep", {"app": "other"}), ("drop-1", {"app": "ray"}), ("drop-2", {"app": "ray"})):
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": labels}})
+    core.delete_collection_namespaced_config_map(namespace, label_selector="app=ray")
+    assert [c.metadata.name for c in core.list_namespaced_config_map(namespace).items] == ["keep"]
+
+
+def test_dry_run_patch_returns_the_result_without_storing_it(core, namespace):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}, "data": {"k": "1"}})
+    preview = core.patch_namespaced_config_map("c", namespace, {"data": {"k": "2"}}, dry_run="All")
+    assert preview.data == {"k": "2"}
+    assert core.read_namespaced_config_map("c", namespace).data == {"k": "1"}
