@@ -14,6 +14,8 @@ from enum import Enum
 from typing import Any
 
 from google.cloud.container_v1 import types as T
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from blocks.errors import PermanentError, TransientError, WaitTimedOut
 from tasks.clock import Clock
@@ -26,13 +28,8 @@ _DEFAULT_LOG = logging.getLogger(__name__)
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
     """Return the Prefect run logger inside a flow/task run, else this module's logger."""
     try:
-        from prefect.exceptions import MissingContextError
-        from prefect.logging import get_run_logger
-        try:
-            return get_run_logger()
-        except MissingContextError:
-            return _DEFAULT_LOG
-    except ImportError:  # pragma: no cover - prefect is a hard dependency; keep plain use possible
+        return get_run_logger()
+    except MissingContextError:
         return _DEFAULT_LOG
 
 
