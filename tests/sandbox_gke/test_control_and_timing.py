@@ -56,7 +56,7 @@ def test_full_cluster_and_a3_pool_lifecycle_at_600x_takes_seconds_and_bills_gpu_
     assert vm_lifetime >= 540 - 60 + 150
     assert abs(gpu["gpu_node_seconds"] - 2 * vm_lifetime) <= 2 * 2
     assert gpu["vms_running"] == 0 and gpu["gpus_per_node"] == 8
-    assert gpu["cost_usd"] == round(gpu["node_seconds"] / 3600 * 99.58, 4)
+    assert abs(gpu["cost_usd"] - gpu["node_seconds"] / 3600 * 99.58) < 0.001     # us-east5 list price
     assert bill["gpu_node_seconds"] == gpu["gpu_node_seconds"]
     default = [p for p in bill["pools"] if p["pool"] == "default-pool"][0]
     assert default["gpu_node_seconds"] == 0.0 and default["node_seconds"] > 0

@@ -39,10 +39,12 @@ def gcloud(tmp_path_factory):
                CLOUDSDK_CORE_DISABLE_PROMPTS="1", CLOUDSDK_CORE_DISABLE_USAGE_REPORTING="true",
                CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK="true")
 
-    def run(*args: str, check: bool = True) -> tuple[int, str, str]:
-        done = subprocess.run(["gcloud", *args], env=env, capture_output=True, text=True, timeout=60)
+    def run(*args: str, check: bool = True, tool: str = "gcloud",
+            extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        done = subprocess.run([tool, *args], env=dict(env, **(extra_env or {})), capture_output=True, text=True,
+                              timeout=60)
         if check and done.returncode:
-            raise AssertionError(f"gcloud {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+            raise AssertionError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done.returncode, done.stdout, done.stderr
 
     with running_sandbox(time_scale=200000.0, kubernetes=True) as sandbox:
@@ -59,6 +61,7 @@ def gcloud(tmp_path_factory):
                                                              "serviceusage": f"{sandbox.gke_url}/"}
         run.sandbox = sandbox
         run.kubeconfig = env["KUBECONFIG"]
+        run.home = home
         yield run
 
 
@@ -132,3 +135,22 @@ def test_a_stockout_makes_the_guides_pool_command_fail_with_gce_stockout(gcloud)
     (cluster,) = [c for c in sandbox.inventory()["clusters"] if c["name"] == "stockout-cluster"]
     assert [(p["name"], p["status"], p["vms_running"]) for p in cluster["node_pools"]] == [
         ("default-pool", "RUNNING", 1), ("gpu-node-pool", "ERROR", 0)]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kubectl_reaches_the_cluster_through_gclouds_kubeconfig(gcloud):
+    """The guide's step 1 to 2: get-credentials, then kubectl through gke-gcloud-auth-plugin.
+
+    The plugin needs a token from gcloud, so this uses a fixed access token file (any token is
+    accepted by the sandbox) instead of disabled credentials.
+    """
+    sandbox = gcloud.sandbox
+    gcloud(*[a.replace("kuberay-gpu-cluster", "kubectl-cluster") for a in GUIDE_CLUSTER])
+    token = gcloud.home / "token"
+    token.write_text("sandbox-access-token")
+    with_token = {"CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "false", "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(token),
+                  "CLOUDSDK_CORE_ACCOUNT": "sandbox@example.com"}
+    gcloud("container", "clusters", "get-credentials", "kubectl-cluster", "--zone", ZONE, extra_env=with_token)
+    _, out, _ = gcloud("get", "nodes", "-o", "name", tool="kubectl", extra_env=with_token)
+    (cluster,) = [c for c in sandbox.inventory()["clusters"] if c["name"] == "kubectl-cluster"]
+    assert out.split() == [f"node/{n}" for n in cluster["node_pools"][0]["nodes"]]
