@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import google.auth.credentials
+import google.auth.exceptions as gauth_exc
 import requests
 from google.api_core import exceptions as gexc
 from google.auth.transport.requests import AuthorizedSession
@@ -116,6 +117,10 @@ def classify_error(e: BaseException, what: str) -> GkeLlmFlowsError:
     if isinstance(e, (requests.exceptions.Timeout, requests.exceptions.ConnectionError,
                       gexc.RetryError)):
         return ApiUnavailable(f"{text} (network error or timeout; will retry)")
+    if isinstance(e, gauth_exc.TransportError) or getattr(e, "retryable", False):
+        return ApiUnavailable(f"{text} (could not reach the token endpoint; will retry)")
+    if isinstance(e, gauth_exc.GoogleAuthError):
+        return PermissionDenied(f"{text} (the GCP credentials were refused; check the GcpCredentials block)")
     if not isinstance(e, gexc.GoogleAPICallError):
         return PermanentError(f"{text} (unexpected {type(e).__name__})")
     code = getattr(e, "code", None)
@@ -191,7 +196,7 @@ class GkeGateway:
         while True:
             try:
                 return fn()
-            except (gexc.GoogleAPIError, requests.exceptions.RequestException) as e:
+            except (gexc.GoogleAPIError, requests.exceptions.RequestException, gauth_exc.GoogleAuthError) as e:
                 error = classify_error(e, what)
                 delay = backoff_delay_s(attempt, initial_s=self._retry.initial_s, max_s=self._retry.max_s,
                                         multiplier=self._retry.multiplier, rng=self._rng)

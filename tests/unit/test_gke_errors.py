@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import google.auth.exceptions
 import pytest
 import requests
 from google.api_core import exceptions as gexc
@@ -127,3 +128,10 @@ def test_cluster_ref_builds_resource_names_and_accepts_full_operation_names():
     assert ref.node_pool_path("gpu") == ref.path + "/nodePools/gpu"
     assert ref.operation_path("projects/p/locations/us-east5-a/operations/operation-9") == \
         "projects/p/locations/us-east5-a/operations/operation-9"
+
+
+def test_credential_failures_are_permission_errors_and_token_endpoint_outages_transient():
+    refused = classify_error(google.auth.exceptions.RefreshError("invalid_grant: account not found"), "get cluster")
+    assert isinstance(refused, PermissionDenied) and "GcpCredentials" in str(refused)
+    unreachable = classify_error(google.auth.exceptions.TransportError("connection reset"), "get cluster")
+    assert isinstance(unreachable, ApiUnavailable)
