@@ -4,7 +4,8 @@ Responses have the shape the guide shows (id `<model>-<uuid>`, `chat.completion`
 content is the model's reasoning ending in `</think>` and then the answer, `finish_reason: "stop"`,
 usage tokens). The guide's box puzzle gets "red, yellow, blue, green"; other prompts get a generic
 answer. Latency is simulated on the sandbox clock: time to first token plus completion tokens over
-the decode rate, both from the profile. An unknown model gets 404 with an OpenAI-style error body;
+the decode rate, both from the profile. An unknown model gets 404 with an OpenAI-style error body, a request while the app is
+not RUNNING (redeploying, replica lost) 503;
 `max_tokens` smaller than the answer truncates it with `finish_reason: "length"`.
 
 Faults (seen by the client of the endpoint): `wrong_answer` (the puzzle gets a wrong order),
@@ -45,9 +46,14 @@ def handler_for(serve: RayServe) -> HttpHandler:
         if path == "/-/routes":
             return _json(200, {app.config.get("route_prefix", "/"): name for name, app in serve.apps.items()})
         models = serve.running_model_ids()
-        if not models:
+        if not serve.apps:
             return HttpResponse(404, f"Path '{path}' not found. Ping http://.../-/routes for available routes."
                                 .encode(), {"content-type": "text/plain"})
+        if not models:
+            # The app is (re)deploying or lost its replica: the router has nowhere to send the request.
+            return _error(503, "No healthy replica of the LLM deployment is available; the application is "
+                          f"{sorted({a.name for a in serve.apps.values()})} and not RUNNING yet.",
+                          "ServiceUnavailableError")
         if path == "/v1/models" and request.method == "GET":
             return _json(200, _model_list(serve, models))
         if path == "/v1/chat/completions" and request.method == "POST":

@@ -129,6 +129,9 @@ def test_losing_a_gpu_node_while_serving_makes_the_app_unhealthy_and_the_worker_
     # Upstream: Ready stays True while the serve service has an endpoint (the head's proxy).
     rs = sim.rayservice()
     assert condition(rs, "Ready")["status"] == "True" and rs["status"]["numServeEndpoints"] >= 1
+    reply = call_service(sim, "deepseek-r1-serve-svc", 8000, "POST", "/v1/chat/completions",
+                         {"model": "deepseek", "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status == 503 and json.loads(reply.body)["error"]["type"] == "ServiceUnavailableError"
 
 
 def test_deleting_the_rayservice_deletes_its_clusters_pods_and_services_then_the_finalizer(sim):
