@@ -71,51 +71,70 @@ def _service_ports(svc: dict[str, Any]) -> str:
     return ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in ports) or "<none>"
 
 
+NAME = "<name>"
+AGE = "<age>"
+
+
+def _event_object(e: dict[str, Any]) -> str:
+    ref = e.get("involvedObject") or e.get("regarding") or {}
+    return f"{str(ref.get('kind', '')).lower()}/{ref.get('name', '')}"
+
+
+def _last_seen(now: float) -> Callable[[dict[str, Any]], Any]:
+    return lambda e: age(e.get("lastTimestamp") or (e.get("eventTime") or "")[:19] + "Z"
+                         if e.get("lastTimestamp") or e.get("eventTime") else None, now)
+
+
+# Column name, type, value; NAME and AGE stand for the object's name and its age, where the real
+# printers put them.
 _BUILTIN_COLUMNS: dict[str, list[Column]] = {
-    "Pod": [("Ready", "string", _pod_ready), ("Status", "string", _pod_status),
+    "Pod": [NAME, ("Ready", "string", _pod_ready), ("Status", "string", _pod_status),
             ("Restarts", "integer", lambda p: sum(s.get("restartCount", 0) for s in
-                                                  (p.get("status") or {}).get("containerStatuses") or []))],
-    "Node": [("Status", "string", _node_status), ("Roles", "string", lambda n: "<none>"),
+                                                  (p.get("status") or {}).get("containerStatuses") or [])), AGE],
+    "Node": [NAME, ("Status", "string", _node_status), ("Roles", "string", lambda n: "<none>"), AGE,
              ("Version", "string", lambda n: _path(n, ".status.nodeInfo.kubeletVersion") or "")],
-    "Deployment": [("Ready", "string", lambda d: f"{_path(d, '.status.readyReplicas') or 0}/"
-                                                  f"{_path(d, '.spec.replicas') or 0}"),
+    "Deployment": [NAME, ("Ready", "string", lambda d: f"{_path(d, '.status.readyReplicas') or 0}/"
+                                                        f"{_path(d, '.spec.replicas') or 0}"),
                    ("Up-to-date", "integer", lambda d: _path(d, ".status.updatedReplicas") or 0),
-                   ("Available", "integer", lambda d: _path(d, ".status.availableReplicas") or 0)],
-    "Service": [("Type", "string", lambda s: _path(s, ".spec.type")),
+                   ("Available", "integer", lambda d: _path(d, ".status.availableReplicas") or 0), AGE],
+    "Service": [NAME, ("Type", "string", lambda s: _path(s, ".spec.type")),
                 ("Cluster-IP", "string", lambda s: _path(s, ".spec.clusterIP")),
-                ("External-IP", "string", lambda s: "<none>"), ("Port(s)", "string", _service_ports)],
-    "Namespace": [("Status", "string", lambda n: _path(n, ".status.phase"))],
-    "Event": [("Type", "string", lambda e: e.get("type")), ("Reason", "string", lambda e: e.get("reason")),
-              ("Message", "string", lambda e: e.get("message") or e.get("note"))],
+                ("External-IP", "string", lambda s: "<none>"), ("Port(s)", "string", _service_ports), AGE],
+    "Namespace": [NAME, ("Status", "string", lambda n: _path(n, ".status.phase")), AGE],
 }
 
 
-def _columns(rtype: ResourceType) -> tuple[list[Column], bool]:
-    """The columns after Name, and whether Age is last (printer columns name their own age)."""
+def _columns(rtype: ResourceType, now: float) -> list[Any]:
     if rtype.crd_name is not None:
         cols = [(c["name"], c.get("type", "string"), lambda o, p=c["jsonPath"]: _path(o, p))
                 for c in rtype.printer_columns]
-        return cols, not rtype.printer_columns
+        return [NAME, *cols] if cols else [NAME, AGE]
     if rtype.kind == "CustomResourceDefinition":
-        return [("Created At", "date", lambda o: o["metadata"].get("creationTimestamp"))], False
-    return list(_BUILTIN_COLUMNS.get(rtype.kind, [])), True
+        return [NAME, ("Created At", "date", lambda o: o["metadata"].get("creationTimestamp"))]
+    if rtype.kind == "Event":
+        return [("Last Seen", "string", _last_seen(now)), ("Type", "string", lambda e: e.get("type")),
+                ("Reason", "string", lambda e: e.get("reason")), ("Object", "string", _event_object),
+                ("Message", "string", lambda e: e.get("message") or e.get("note"))]
+    return _BUILTIN_COLUMNS.get(rtype.kind, [NAME, AGE])
+
+
+def _definition(column: Any) -> dict[str, Any]:
+    if column == NAME:
+        return {"name": "Name", "type": "string", "format": "name",
+                "description": "Name must be unique within a namespace.", "priority": 0}
+    if column == AGE:
+        return {"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp", "priority": 0}
+    return {"name": column[0], "type": column[1], "format": "", "description": column[0], "priority": 0}
 
 
 def to_table(rtype: ResourceType, items: list[dict[str, Any]], resource_version: str, *, now: float,
              include: str = "Metadata") -> dict[str, Any]:
-    cols, with_age = _columns(rtype)
-    definitions = [{"name": "Name", "type": "string", "format": "name", "description": "Name must be unique "
-                    "within a namespace.", "priority": 0}]
-    definitions += [{"name": name, "type": kind, "format": "", "description": name, "priority": 0}
-                    for name, kind, _ in cols]
-    if with_age:
-        definitions.append({"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp",
-                            "priority": 0})
+    """A meta.k8s.io/v1 Table of `items` with the columns `kubectl get` shows for `rtype`."""
+    columns = _columns(rtype, now)
     rows = []
     for obj in items:
-        cells = [obj["metadata"]["name"], *[_cell(fn(obj), rtype) for _, _, fn in cols]]
-        if with_age:
-            cells.append(age(obj["metadata"].get("creationTimestamp"), now))
+        cells = [obj["metadata"]["name"] if c == NAME else age(obj["metadata"].get("creationTimestamp"), now)
+                 if c == AGE else _cell(c[2](obj), rtype) for c in columns]
         row: dict[str, Any] = {"cells": cells}
         if include == "Object":
             row["object"] = obj
@@ -124,7 +143,7 @@ def to_table(rtype: ResourceType, items: list[dict[str, Any]], resource_version:
                              "metadata": obj["metadata"]}
         rows.append(row)
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
-            "columnDefinitions": definitions, "rows": rows}
+            "columnDefinitions": [_definition(c) for c in columns], "rows": rows}
 
 
 def _cell(value: Any, rtype: ResourceType) -> Any:
