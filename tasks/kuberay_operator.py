@@ -28,8 +28,8 @@ import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.errors import PermanentError, only_transient_errors
-from blocks.labels import owner_labels
+from blocks.errors import NotOursError, PermanentError, only_transient_errors
+from blocks.labels import is_ours, owner_labels
 from blocks.spec import StackSpec
 from tasks.clock import Clock, SystemClock
 from tasks.gateways.kube import CRD, DEPLOYMENT, KubeApi, describe, resource_of
@@ -46,6 +46,7 @@ OVERLAY = Path("ray-operator/config/default")
 # loudly rather than render something different from what kustomize would.
 SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "namespace", "images", "labels"}
 CLUSTER_SCOPED = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Namespace"}
+ADOPT_KINDS = ("Deployment", "CustomResourceDefinition")     # what says "a KubeRay operator is installed"
 PREEXISTING_NAMESPACES = {"default", "kube-system", "kube-public"}
 APPLY_ORDER = ["CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "Role",
                "ClusterRoleBinding", "RoleBinding", "Service", "Deployment"]
@@ -192,8 +193,19 @@ def is_subset(wanted: Any, live: Any) -> bool:
     return wanted == live
 
 
-def plan_operator(rendered: list[dict[str, Any]], live: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """Return the rendered objects that must be applied: absent, or differing in a field we set. Pure."""
+def plan_operator(rendered: list[dict[str, Any]], live: list[dict[str, Any] | None], *,
+                  adopt_existing: bool = False) -> list[dict[str, Any]]:
+    """Return the rendered objects that must be applied: absent, or differing in a field we set. Pure.
+
+    Raises NotOursError when a KubeRay operator Deployment or CRD exists that we did not install
+    (e.g. a Helm release), unless `adopt_existing`: taking it over would change someone else's setup.
+    """
+    foreign = [describe(have) for have in live if have is not None and have.get("kind") in ADOPT_KINDS
+               and not is_ours((have.get("metadata") or {}).get("labels"))]
+    if foreign and not adopt_existing:
+        raise NotOursError(f"a KubeRay install we did not make is already in the cluster ({', '.join(foreign)}); "
+                           "refusing to take it over. Remove it, or set cluster.adopt_existing=true to let "
+                           "gke-llm-flows manage it from now on")
     return [want for want, have in zip(rendered, live, strict=True) if have is None or not is_subset(want, have)]
 
 
@@ -213,7 +225,7 @@ def ensure_kuberay_operator(kube: KubeApi, spec: StackSpec, *, clock: Clock | No
     rendered = render_operator_manifests(version, namespace, stack=spec.name, root=vendor_root)
     live = [kube.get(resource_of(obj), obj["metadata"]["name"], obj["metadata"].get("namespace"))
             for obj in rendered]
-    todo = {id(obj) for obj in plan_operator(rendered, live)}
+    todo = {id(obj) for obj in plan_operator(rendered, live, adopt_existing=spec.cluster.adopt_existing)}
     result = OperatorResult(version, namespace)
     for obj in rendered:
         if id(obj) in todo:

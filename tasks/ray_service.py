@@ -65,21 +65,29 @@ class RayServiceResult:
     generation: int | None = None
 
 
-def diff_paths(wanted: Any, live: Any, path: str = "") -> list[str]:
-    """Return the paths where `wanted` sets a value that `live` lacks or differs in. Pure."""
-    if isinstance(wanted, dict) and isinstance(live, dict):
-        return [p for key, value in wanted.items()
-                for p in (diff_paths(value, live[key], f"{path}.{key}" if path else key) if key in live
-                          else [f"{path}.{key}" if path else key])]
-    if isinstance(wanted, list) and isinstance(live, list) and len(wanted) == len(live):
-        return [p for i, (w, v) in enumerate(zip(wanted, live, strict=True)) for p in diff_paths(w, v, f"{path}[{i}]")]
-    return [] if is_subset(wanted, live) else [path]
+def changed_paths(before: Any, after: Any, path: str = "") -> list[str]:
+    """Return the paths whose value differs between `before` and `after` (added, removed or changed). Pure."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [p for key in sorted(set(before) | set(after), key=str)
+                for p in (changed_paths(before[key], after[key], f"{path}.{key}" if path else key)
+                          if key in before and key in after else [f"{path}.{key}" if path else key])]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [p for i, (b, a) in enumerate(zip(before, after, strict=True))
+                for p in changed_paths(b, a, f"{path}[{i}]")]
+    return [] if before == after else [path]
 
 
-def plan_ray_service(live: dict[str, Any] | None, desired: dict[str, Any], *, stack: str,
+def _owned_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a RayService a spec decides: its spec and its labels."""
+    return {"metadata": {"labels": (obj.get("metadata") or {}).get("labels") or {}}, "spec": obj.get("spec") or {}}
+
+
+def plan_ray_service(live: dict[str, Any] | None, applied: dict[str, Any] | None, *, stack: str,
                      allow_cluster_recreate: bool, gpus_per_cluster: int) -> RayServicePlan:
-    """Decide how to bring `live` to `desired`. Pure.
+    """Decide how to go from `live` to `applied` (the API server's dry-run of our apply). Pure.
 
+    Comparing with the dry-run result rather than with our manifest lets the server fill in its
+    defaults and drop fields we no longer set (e.g. the HF token env when the token is removed).
     Raises NotOursError when a RayService of that name exists without our owner labels for `stack`,
     DriftError for a change that would build a second Ray cluster unless `allow_cluster_recreate`.
     """
@@ -90,8 +98,7 @@ def plan_ray_service(live: dict[str, Any] | None, desired: dict[str, Any], *, st
         raise NotOursError(f"RayService {meta.get('namespace')}/{meta.get('name')} exists but its labels "
                            f"{meta.get('labels') or {}} do not say stack {stack!r} manages it; refusing to "
                            "change it (rename serving.ray_service_name, or delete it yourself)")
-    paths = diff_paths({"metadata": {"labels": desired["metadata"].get("labels") or {}},
-                        "spec": desired["spec"]}, live)
+    paths = changed_paths(_owned_view(live), _owned_view(applied or {}))
     if not paths:
         return RayServicePlan(Action.NOOP)
     cluster = [p for p in paths if p.startswith("spec.rayClusterConfig")
@@ -106,7 +113,7 @@ def plan_ray_service(live: dict[str, Any] | None, desired: dict[str, Any], *, st
             f"instead of {gpus_per_cluster}) and reloads the model. Change only the Serve config, or set "
             "serving.allow_cluster_recreate=true (with upgrade_strategy 'None' the RayService is deleted and "
             "recreated instead, with downtime but no extra GPUs)")
-    strategy = ((desired["spec"].get("upgradeStrategy") or {}).get("type")
+    strategy = ((((applied or {}).get("spec") or {}).get("upgradeStrategy") or {}).get("type")
                 or ((live.get("spec") or {}).get("upgradeStrategy") or {}).get("type"))
     return RayServicePlan(Action.RECREATE if strategy == "None" else Action.NEW_CLUSTER, paths)
 
@@ -128,7 +135,11 @@ def ensure_ray_service(kube: KubeApi, spec: StackSpec, *, hf_token: str | Secret
         result.secret_applied = _ensure_secret(kube, hf_token_secret_manifest(spec, hf_token, **labels), spec.name)
     desired = ray_service_manifest(spec, hf_token=hf_token is not None, **labels)
     live = kube.get(RAY_SERVICE, s.ray_service_name, s.namespace)
-    plan = plan_ray_service(live, desired, stack=spec.name, allow_cluster_recreate=s.allow_cluster_recreate,
+    if live is not None and is_ours((live.get("metadata") or {}).get("labels"), spec.name):
+        applied = kube.apply(desired, dry_run=True)        # what our apply would make of it; no write
+    else:
+        applied = None
+    plan = plan_ray_service(live, applied, stack=spec.name, allow_cluster_recreate=s.allow_cluster_recreate,
                             gpus_per_cluster=s.worker_gpus * s.worker_replicas)
     result.action, result.changed_paths = plan.action, plan.changed_paths
     if plan.action is Action.RECREATE:

@@ -44,7 +44,8 @@ class RequestSpy:
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def writes(self) -> list[tuple[str, str]]:
-        return [c for c in self.calls if c[0] in WRITE_METHODS]
+        """Requests that may change something (a server-side dry run does not)."""
+        return [(m, p) for m, p in self.calls if m in WRITE_METHODS and "dryRun=All" not in p]
 
 
 @dataclass
@@ -84,7 +85,7 @@ def api_client_for(cluster: KubeCluster, spy: RequestSpy) -> kubernetes.client.A
     send = client.rest_client.request
 
     def recording(method, url, *args, **kwargs):
-        spy.calls.append((method, url.split("?")[0].replace(cluster.base_url, "")))
+        spy.calls.append((method, url.replace(cluster.base_url, "")))
         return send(method, url, *args, **kwargs)
 
     client.rest_client.request = recording
@@ -127,7 +128,7 @@ def stack_spec(**overrides: Any) -> StackSpec:
     # Generous operator deadline: at 600x one wall second of sandbox latency on a loaded machine is
     # ten simulated minutes.
     data: dict[str, Any] = {"name": "deepseek-r1", "cluster": {"project": "my-project", "location": "us-east5-a"},
-                            "timeouts": {"operator_ready_s": 6 * 3600}}
+                            "timeouts": {"operator_ready_s": 6 * 3600, "model_load_s": 6 * 3600}}
     for key, value in overrides.items():
         data[key] = value
     return StackSpec.parse(data)

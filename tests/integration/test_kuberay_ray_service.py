@@ -1,6 +1,6 @@
 """The RayService lifecycle on the sandbox: apply, load to ready, validate, update in place, delete.
 
-One simulated cluster (realistic timing profile at 300x) serves the whole module, in order: the
+One simulated cluster (realistic timing profile at 200x) serves the whole module, in order: the
 guide's 30-minute DeepSeek-R1 load takes a few wall seconds.
 """
 
@@ -27,7 +27,7 @@ NS, NAME = "default", "deepseek-r1"
 
 @pytest.fixture(scope="module")
 def box():
-    yield from kube_sandbox(time_scale=300.0, profile="realistic")
+    yield from kube_sandbox(time_scale=200.0, profile="realistic")
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,8 @@ def test_the_rayservice_loads_to_ready_in_simulated_time_through_every_phase(box
     loaded_min = (box.sim_elapsed_s() - started) / 60
     assert look.state is State.READY and "llm_app RUNNING" in look.detail
     # realistic profile: driver install, 10.5 GB image, 688 GB of weights, engine start (~30 min), plus
-    # whatever sandbox latency a busy test machine adds at 300x
-    assert 15 < loaded_min < 90, loaded_min
+    # whatever sandbox latency a busy test machine adds at 200x
+    assert 15 < loaded_min < 120, loaded_min
     progress = [r.getMessage() for r in logs if r.name.startswith("tasks.")]
     for phase in ("gpu-nodes", "image-pull", "weight-download", "serve-running"):
         assert any(f": {phase}:" in line for line in progress), (phase, progress)
@@ -95,7 +95,7 @@ def test_the_endpoint_passes_validation_through_the_api_servers_service_proxy(bo
     assert report.passed and report.status == 200 and report.finish_reason == "stop"
     assert "/api/v1/namespaces/default/services/deepseek-r1-serve-svc:serve/proxy" in report.url
     assert "red, yellow, blue, green" in report.answer
-    # simulated seconds: at 300x the wall time of each HTTPS round trip counts too, so only sanity here
+    # simulated seconds: at 200x the wall time of each HTTPS round trip counts too, so only sanity here
     assert report.completion_tokens > 0 and report.latency_s > 0 and report.tokens_per_s > 0
 
 
@@ -154,6 +154,20 @@ def test_a_cluster_change_is_refused_without_touching_the_rayservice(box):
         ensure_ray_service.fn(box.kube, spec(max_num_seqs=64, ray_image="rayproject/ray-llm:2.53.0-py311-cu128"),
                               hf_token=HF_TOKEN, lease_expiry_epoch_s=2_000_000_000, run_id="run-1")
     assert box.spy.writes() == []
+
+
+def test_an_allowed_cluster_change_with_strategy_none_deletes_then_recreates(box):
+    before = box.kube.get(RAY_SERVICE, NAME, NS)
+    old_cluster = before["status"]["activeServiceStatus"]["rayClusterName"]
+    changed = spec(max_num_seqs=64, ray_image="rayproject/ray-llm:2.53.0-py311-cu128", upgrade_strategy="None",
+                   allow_cluster_recreate=True)
+    result = ensure_ray_service.fn(box.kube, changed, hf_token=HF_TOKEN, lease_expiry_epoch_s=2_000_000_000,
+                                   run_id="run-1", clock=box.clock)
+    assert result.action is Action.RECREATE
+    after = box.kube.get(RAY_SERVICE, NAME, NS)
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    assert box.kube.get(RAY_CLUSTER, old_cluster, NS) is None
+    assert box.kube.list(POD, NS, label_selector=f"ray.io/cluster={old_cluster}").items == []
 
 
 def test_a_foreign_rayservice_is_neither_changed_nor_deleted(box):

@@ -13,7 +13,7 @@ from blocks.errors import DriftError, NotOursError, PermanentError
 from blocks.render_rayservice import ray_service_manifest
 from blocks.spec import StackSpec
 from tasks.kuberay_operator import DEFAULT_VENDOR_ROOT, is_subset, plan_operator, render_operator_manifests
-from tasks.ray_service import Action, diff_paths, plan_ray_service
+from tasks.ray_service import Action, changed_paths, plan_ray_service
 
 UPSTREAM = Path("/work/shared/kuberay/v1.7.0")
 
@@ -112,6 +112,17 @@ def test_plan_operator_skips_objects_whose_fields_all_match_the_live_ones():
                                                     ("Deployment", "kuberay-operator")]
 
 
+def test_an_operator_someone_else_installed_is_only_taken_over_when_adopting():
+    rendered = render_operator_manifests("1.7.0", "default", stack="s")
+    live = [None] * len(rendered)
+    helm = copy.deepcopy(rendered[-1])
+    helm["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "Helm"}
+    live[-1] = helm
+    with pytest.raises(NotOursError, match=r"Deployment default/kuberay-operator.*adopt_existing"):
+        plan_operator(rendered, live)
+    assert len(plan_operator(rendered, live, adopt_existing=True)) == len(rendered)
+
+
 def test_is_subset_compares_lists_item_by_item():
     assert is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1, "y": 2}], "b": 3})
     assert not is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1}, {"x": 2}]})
@@ -120,9 +131,10 @@ def test_is_subset_compares_lists_item_by_item():
 
 # -- RayService plans ---------------------------------------------------------------------------
 
-def live_copy(manifest):
+def as_applied(manifest, generation=1):
+    """What the API server holds (or would hold, in a dry run) for `manifest`: defaults filled in."""
     live = copy.deepcopy(manifest)
-    live["metadata"].update(generation=1, resourceVersion="10", uid="u")
+    live["metadata"].update(generation=generation, resourceVersion="10", uid="u")
     live["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = \
         "IfNotPresent"
     live["status"] = {"serviceStatus": "Running"}
@@ -130,24 +142,37 @@ def live_copy(manifest):
 
 
 def plan(live, desired, allow=False):
-    return plan_ray_service(live, desired, stack="deepseek-r1", allow_cluster_recreate=allow, gpus_per_cluster=16)
+    return plan_ray_service(live, as_applied(desired), stack="deepseek-r1", allow_cluster_recreate=allow,
+                            gpus_per_cluster=16)
 
 
 def test_an_absent_rayservice_is_created_and_an_equal_one_left_alone():
     desired = ray_service_manifest(spec())
-    assert plan(None, desired).action is Action.CREATE
-    assert plan(live_copy(desired), desired).action is Action.NOOP
+    assert plan_ray_service(None, None, stack="deepseek-r1", allow_cluster_recreate=False,
+                            gpus_per_cluster=16).action is Action.CREATE
+    assert plan(as_applied(desired), desired).action is Action.NOOP
 
 
 def test_a_serve_config_change_is_applied_in_place():
-    live = live_copy(ray_service_manifest(spec()))
-    desired = ray_service_manifest(spec(max_num_seqs=64))
-    p = plan(live, desired)
+    live = as_applied(ray_service_manifest(spec()))
+    p = plan(live, ray_service_manifest(spec(max_num_seqs=64)))
     assert p.action is Action.UPDATE_IN_PLACE and p.changed_paths == ["spec.serveConfigV2"]
 
 
+def test_removing_the_hf_token_is_a_change_that_rebuilds_the_cluster():
+    live = as_applied(ray_service_manifest(spec(), hf_token=True))
+    with pytest.raises(DriftError, match=r"containers\[0\]\.env"):
+        plan(live, ray_service_manifest(spec()))
+
+
+def test_lease_labels_and_replica_counts_change_in_place():
+    live = as_applied(ray_service_manifest(spec(), lease_expiry_epoch_s=100))
+    p = plan(live, ray_service_manifest(spec(), lease_expiry_epoch_s=200))
+    assert p.action is Action.UPDATE_IN_PLACE and p.changed_paths == ["metadata.labels.gke-llm-flows-lease-expiry"]
+
+
 def test_a_cluster_change_is_refused_because_it_needs_twice_the_gpus():
-    live = live_copy(ray_service_manifest(spec()))
+    live = as_applied(ray_service_manifest(spec()))
     desired = ray_service_manifest(spec(ray_image="rayproject/ray-llm:2.53.0-py311-cu128"))
     with pytest.raises(DriftError, match=r"twice the GPUs \(32 nvidia.com/gpu instead of 16\)") as e:
         plan(live, desired)
@@ -155,19 +180,21 @@ def test_a_cluster_change_is_refused_because_it_needs_twice_the_gpus():
 
 
 def test_an_allowed_cluster_change_goes_blue_green_or_recreates_with_strategy_none():
-    live = live_copy(ray_service_manifest(spec()))
+    live = as_applied(ray_service_manifest(spec()))
     assert plan(live, ray_service_manifest(spec(ray_image="x:2")), allow=True).action is Action.NEW_CLUSTER
     desired = ray_service_manifest(spec(ray_image="x:2", upgrade_strategy="None"))
     assert plan(live, desired, allow=True).action is Action.RECREATE
 
 
 def test_a_rayservice_without_our_labels_is_not_touched():
-    live = live_copy(ray_service_manifest(spec()))
+    live = as_applied(ray_service_manifest(spec()))
     live["metadata"]["labels"] = {"app": "someone-elses"}
     with pytest.raises(NotOursError, match="deepseek-r1"):
         plan(live, ray_service_manifest(spec()))
 
 
-def test_diff_paths_names_the_leaves_that_differ():
-    assert diff_paths({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 2, "c": [1, 3]}}) == ["a.b", "a.c[1]"]
-    assert diff_paths({"a": {"n": 1}}, {"a": {}}) == ["a.n"]
+def test_changed_paths_names_additions_removals_and_changes():
+    assert changed_paths({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 2, "c": [1, 3]}}) == ["a.b", "a.c[1]"]
+    assert changed_paths({"a": {"n": 1}}, {"a": {}}) == ["a.n"]
+    assert changed_paths({"a": {}}, {"a": {"n": 1}}) == ["a.n"]
+    assert changed_paths({"a": [1]}, {"a": [1, 2]}) == ["a"]
