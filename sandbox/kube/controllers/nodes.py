@@ -120,17 +120,33 @@ def _driver_version(accelerator: dict[str, Any]) -> str | None:
 
 def _node_object(ctx: ClusterContext, node_pool: dict[str, Any], name: str, *, zone: str, cpus: int,
                  gib: float, accel: str | None, driver: str | None, index: int) -> dict[str, Any]:
+    labels, taints = _labels_and_taints(node_pool, name, zone=zone, accel=accel, driver=driver)
+    pod_cidr = str(ipaddress.ip_network(f"10.{64 + index // 256}.{index % 256}.0/24"))
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels,
+                     "annotations": {"node.alpha.kubernetes.io/ttl": "0",
+                                     "container.googleapis.com/instance_id": str(7000000000000000000 + index)}},
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr], "taints": taints,
+                 "providerID": f"gce://{ctx.cluster.project}/{zone}/{name}"},
+        "status": _node_status(ctx, name, cpus=cpus, gib=gib, index=index),
+    }
+
+
+def _labels_and_taints(node_pool: dict[str, Any], name: str, *, zone: str, accel: str | None,
+                       driver: str | None) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The labels GKE puts on a node of `node_pool` and its taints (GPU taint on GPU nodes)."""
     config = node_pool.get("config") or {}
+    machine = config.get("machineType", "e2-medium")
     labels = {
         "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
         "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
-        "node.kubernetes.io/instance-type": config.get("machineType", "e2-medium"),
-        "beta.kubernetes.io/instance-type": config.get("machineType", "e2-medium"),
+        "node.kubernetes.io/instance-type": machine, "beta.kubernetes.io/instance-type": machine,
         "topology.kubernetes.io/zone": zone, "topology.kubernetes.io/region": zone.rsplit("-", 1)[0],
         "failure-domain.beta.kubernetes.io/zone": zone,
         POOL_LABEL: node_pool.get("name", ""), "cloud.google.com/gke-os-distribution": "cos",
         "cloud.google.com/gke-boot-disk": config.get("diskType", "pd-balanced"),
-        "cloud.google.com/machine-family": config.get("machineType", "e2").split("-")[0],
+        "cloud.google.com/machine-family": machine.split("-")[0],
         **(config.get("labels") or {}),
     }
     if (config.get("gcfsConfig") or {}).get("enabled"):
@@ -143,6 +159,10 @@ def _node_object(ctx: ClusterContext, node_pool: dict[str, Any], name: str, *, z
             labels[DRIVER_LABEL] = driver
         if not any(t["key"] == GPU for t in taints):
             taints.append(dict(GPU_TAINT))
+    return labels, taints
+
+
+def _node_status(ctx: ClusterContext, name: str, *, cpus: int, gib: float, index: int) -> dict[str, Any]:
     capacity = {"cpu": str(cpus), "memory": format_memory(gib * 1024 ** 3), "pods": "110",
                 "ephemeral-storage": "98831908Ki", "hugepages-1Gi": "0", "hugepages-2Mi": "0"}
     allocatable = dict(capacity, cpu=format_cpu(gke_allocatable_cpu(cpus)),
@@ -156,24 +176,15 @@ def _node_object(ctx: ClusterContext, node_pool: dict[str, Any], name: str, *, z
     conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
                        "message": "kubelet is posting ready status", "lastHeartbeatTime": now,
                        "lastTransitionTime": now})
-    pod_cidr = str(ipaddress.ip_network(f"10.{64 + index // 256}.{index % 256}.0/24"))
-    return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels,
-                     "annotations": {"node.alpha.kubernetes.io/ttl": "0",
-                                     "container.googleapis.com/instance_id": str(7000000000000000000 + index)}},
-        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr], "taints": taints,
-                 "providerID": f"gce://{ctx.cluster.project}/{zone}/{name}"},
-        "status": {"capacity": capacity, "allocatable": allocatable, "conditions": conditions,
-                   "addresses": [{"type": "InternalIP", "address": f"10.128.0.{10 + index % 240}"},
-                                 {"type": "Hostname", "address": name}],
-                   "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
-                                "osImage": "Container-Optimized OS from Google", "operatingSystem": "linux",
-                                "architecture": "amd64", "containerRuntimeVersion": "containerd://1.7.28",
-                                "kernelVersion": "6.6.97+",
-                                # Always set by a real kubelet; the official client's models require them.
-                                **_machine_ids(name)}},
-    }
+    return {"capacity": capacity, "allocatable": allocatable, "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": f"10.128.0.{10 + index % 240}"},
+                          {"type": "Hostname", "address": name}],
+            "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
+                         "osImage": "Container-Optimized OS from Google", "operatingSystem": "linux",
+                         "architecture": "amd64", "containerRuntimeVersion": "containerd://1.7.28",
+                         "kernelVersion": "6.6.97+",
+                         # Always set by a real kubelet; the official client's models require them.
+                         **_machine_ids(name)}}
 
 
 def _machine_ids(name: str) -> dict[str, str]:
