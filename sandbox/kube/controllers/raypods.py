@@ -36,7 +36,9 @@ def head_pod(cluster: dict[str, Any]) -> dict[str, Any]:
     name = cluster["metadata"]["name"]
     labels = cluster_labels(cluster, "head", HEAD_GROUP)
     if _in_rayservice(cluster):
-        labels["ray.io/serve"] = "false"   # the RayService controller flips it from the proxy's health
+        # BuildPod sets it for RayService pods; the RayService controller then keeps the head's in step
+        # with its proxy's health each pass (`updateHeadPodServeLabel`).
+        labels["ray.io/serve"] = "true"
     pod = pod_from_template(spec.get("template") or {}, name=f"{name}-head-{random_suffix()}",
                             namespace=cluster["metadata"].get("namespace"), owner=cluster, extra_labels=labels)
     params = {"dashboard-host": "0.0.0.0", "metrics-export-port": str(METRICS_PORT), "block": "true",
