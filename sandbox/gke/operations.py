@@ -43,11 +43,13 @@ class Lifecycle:
         name = self.state.operation_name(self.clock.now())
         resource = {"name": name, "zone": ref.location, "location": ref.location, "operationType": op_type,
                     "status": "PENDING", "selfLink": link(ref.project, ref.location, "operations", name),
-                    "targetLink": target, "startTime": self.clock.rfc3339()}
-        op = OperationRecord(ref.project, ref.location, ref.name, resource)
+                    "targetLink": target}
+        started = self.now_s()
+        resource["startTime"] = self.rfc3339(started)
+        op = OperationRecord(ref.project, ref.location, ref.name, resource, started_s=started)
         self.state.operations[name] = op
         cluster.busy = op
-        self.after(self.profile["operation_pending_s"], lambda: self._running(op))
+        self.after(op, self.profile["operation_pending_s"], lambda: self._running(op))
         return op
 
     def _running(self, op: OperationRecord) -> None:
@@ -69,9 +71,10 @@ class Lifecycle:
         if cluster is not None and cluster.busy is op:
             cluster.busy = None
 
-    def after(self, sim_s: float, callback: Callable[[], None]) -> None:
-        """Run `callback` `sim_s` simulated seconds from now; inside it, `now_s()` is that due time."""
-        due = self.clock.elapsed_s() + max(0.0, float(sim_s))
+    def after(self, op: OperationRecord, sim_s: float, callback: Callable[[], None]) -> None:
+        """Run `callback` `sim_s` simulated seconds after `op` started; inside it, `now_s()` is that
+        due time (so an operation's timestamps and bill follow the profile exactly)."""
+        due = op.started_s + max(0.0, float(sim_s))
 
         def run() -> None:
             self._due.at = due
@@ -88,9 +91,10 @@ class Lifecycle:
         at = getattr(self._due, "at", None)
         return self.clock.elapsed_s() if at is None else at
 
-    def rfc3339(self) -> str:
-        """`now_s()` as an RFC 3339 timestamp."""
-        return self.clock.rfc3339(self.clock.now() - self.clock.elapsed_s() + self.now_s())
+    def rfc3339(self, elapsed_s: float | None = None) -> str:
+        """Simulated elapsed second `elapsed_s` (default `now_s()`) as an RFC 3339 timestamp."""
+        at = self.now_s() if elapsed_s is None else elapsed_s
+        return self.clock.rfc3339(self.clock.now() - self.clock.elapsed_s() + at)
 
     # -- VMs and nodes --------------------------------------------------------------------------
     def vms_up(self, cluster: ClusterRecord, pool: PoolRecord, count: int | None = None) -> None:
@@ -134,14 +138,14 @@ class Lifecycle:
         """Control plane, then the initial pools' VMs and nodes, then RUNNING (or ERROR on stockout)."""
         timing = self.profile["cluster"]
         for pool in list(cluster.pools.values()):
-            self.after(timing["default_pool_vms_after_s"], lambda p=pool: self.vms_up(
+            self.after(op, timing["default_pool_vms_after_s"], lambda p=pool: self.vms_up(
                 cluster, p, stockouts[p.name].get("created", 0) if p.name in stockouts else None))
-            self.after(timing["default_pool_nodes_after_s"], lambda p=pool: self.nodes_registered(cluster, p))
+            self.after(op, timing["default_pool_nodes_after_s"], lambda p=pool: self.nodes_registered(cluster, p))
         if stockouts:
             after = min(timing["create_s"], self.profile["node_pool"]["stockout_after_s"])
-            self.after(after, lambda: self._cluster_stocked_out(cluster, op, stockouts))
+            self.after(op, after, lambda: self._cluster_stocked_out(cluster, op, stockouts))
         else:
-            self.after(timing["create_s"], lambda: self._cluster_created(cluster, op))
+            self.after(op, timing["create_s"], lambda: self._cluster_created(cluster, op))
 
     def _cluster_created(self, cluster: ClusterRecord, op: OperationRecord) -> None:
         with self.state.lock:
@@ -167,7 +171,7 @@ class Lifecycle:
                     cluster.resource["status"] = "RUNNING"
                 self.finish(op)
 
-        self.after(duration_s, upgraded)
+        self.after(op, duration_s, upgraded)
 
     def fail_cluster(self, cluster: ClusterRecord, op: OperationRecord, message: str) -> None:
         """End a cluster create in ERROR (caller holds the lock)."""
@@ -197,12 +201,12 @@ class Lifecycle:
         # A partial stockout brings its few VMs up before the operation gives up.
         last = float("inf") if stockout is None else self.profile["node_pool"]["stockout_after_s"]
         if created != 0:
-            self.after(min(timing["vms_after_s"], last), lambda: self.vms_up(cluster, pool, created))
-            self.after(min(timing["nodes_after_s"], last), lambda: self.nodes_registered(cluster, pool))
+            self.after(op, min(timing["vms_after_s"], last), lambda: self.vms_up(cluster, pool, created))
+            self.after(op, min(timing["nodes_after_s"], last), lambda: self.nodes_registered(cluster, pool))
         if stockout is None:
-            self.after(timing["done_after_s"], lambda: self._pool_created(cluster, pool, op))
+            self.after(op, timing["done_after_s"], lambda: self._pool_created(cluster, pool, op))
         else:
-            self.after(self.profile["node_pool"]["stockout_after_s"],
+            self.after(op, self.profile["node_pool"]["stockout_after_s"],
                        lambda: self._pool_stocked_out(cluster, pool, op, stockout))
 
     def _pool_created(self, cluster: ClusterRecord, pool: PoolRecord, op: OperationRecord) -> None:
@@ -237,11 +241,11 @@ class Lifecycle:
         def done() -> None:
             with self.state.lock:
                 self.finish(op)
-        self.after(self.profile["operation_pending_s"] + self.profile.get("labels_update_s", 5), done)
+        self.after(op, self.profile["operation_pending_s"] + self.profile.get("labels_update_s", 5), done)
 
     def play_pool_delete(self, cluster: ClusterRecord, pool: PoolRecord, op: OperationRecord) -> None:
         """VMs deleted, nodes removed and pool gone after the profile's delete time."""
-        self.after(self.profile["node_pool"]["delete_s"], lambda: self._pool_deleted(cluster, pool, op))
+        self.after(op, self.profile["node_pool"]["delete_s"], lambda: self._pool_deleted(cluster, pool, op))
 
     def _pool_deleted(self, cluster: ClusterRecord, pool: PoolRecord, op: OperationRecord) -> None:
         self.vms_down(cluster, pool)
@@ -252,7 +256,7 @@ class Lifecycle:
 
     def play_cluster_delete(self, cluster: ClusterRecord, op: OperationRecord) -> None:
         """Every VM deleted, the Kubernetes side stopped and the cluster gone after the delete time."""
-        self.after(self.profile["cluster"]["delete_s"], lambda: self._cluster_deleted(cluster, op))
+        self.after(op, self.profile["cluster"]["delete_s"], lambda: self._cluster_deleted(cluster, op))
 
     def _cluster_deleted(self, cluster: ClusterRecord, op: OperationRecord) -> None:
         for pool in list(cluster.pools.values()):

@@ -62,6 +62,7 @@ class OperationRecord:
     location: str
     cluster: str
     resource: dict[str, Any]
+    started_s: float = 0.0          # simulated elapsed seconds at the start; its timeline counts from here
 
     @property
     def name(self) -> str:

@@ -121,3 +121,14 @@ def test_cluster_create_with_the_deprecated_initial_node_count_gets_a_default_po
     wait_op(client, client.create_cluster(parent=PARENT, cluster=spec))
     (pool,) = client.get_cluster(name=cluster_name()).node_pools
     assert (pool.name, pool.initial_node_count, pool.config.machine_type) == ("default-pool", 2, "e2-standard-4")
+
+
+def test_the_fast_profile_keeps_the_order_of_every_phase_but_shorter():
+    with running_sandbox(time_scale=600.0, profile="fast") as sandbox:
+        client = make_client(sandbox)
+        create = wait_op(client, client.create_cluster(parent=PARENT, cluster=cluster_spec()))
+        took = _seconds(create.end_time) - _seconds(create.start_time)
+        assert 33 <= took <= 35
+        pool = wait_op(client, client.create_node_pool(parent=cluster_name(), node_pool=gpu_pool_spec()))
+        assert 54 <= _seconds(pool.end_time) - _seconds(pool.start_time) <= 56
+        assert sandbox.profile["name"] == "fast" and "kube" in sandbox.profile
