@@ -53,15 +53,19 @@ def judge(labels: dict[str, str], *, now_s: float, run_state: str | None) -> Ver
 def janitor(stacks: list[StackRef] = Field(
                 description="stacks whose projects and locations to sweep (their policies apply)"),
             dry_run: bool = Field(False, description="report what would be torn down, touch nothing"),
+            other_stacks: bool = Field(
+                False, description="also reclaim our resources of stacks not named here (by their labels)"),
             ) -> dict[str, Any]:
-    """Sweep every scope of `stacks`; tear down owned resources past their lease or orphaned."""
+    """Sweep every scope of `stacks`; tear down owned resources past their lease or orphaned.
+
+    Resources of stacks not named in `stacks` are reported and left alone unless `other_stacks`."""
     clock, log = clock_from_env(), get_run_logger()
     known = [load_stack(ref) for ref in stacks]
     findings: list[dict[str, Any]] = []
     for scope in _scopes(known):
         conn = Connections(scope, clock)
         for cluster in conn.gke.list_clusters(scope.spec.cluster.project, scope.spec.cluster.location):
-            finding = _sweep_cluster(conn, cluster, known, clock=clock, dry_run=dry_run)
+            finding = _sweep_cluster(conn, cluster, known, clock=clock, dry_run=dry_run, other_stacks=other_stacks)
             if finding:
                 log.info("%s", finding)
                 findings.append(finding)
@@ -79,11 +83,14 @@ def _scopes(known: list[LoadedStack]) -> list[LoadedStack]:
 
 
 def _sweep_cluster(conn: Connections, cluster, known: list[LoadedStack], *, clock: Clock,
-                   dry_run: bool) -> dict[str, Any] | None:
+                   dry_run: bool, other_stacks: bool) -> dict[str, Any] | None:
     labels = dict(cluster.resource_labels)
     if not owner.is_ours(labels):
         return None  # not ours: never looked at again, never touched
     stack = labels.get(owner.STACK_KEY, "")
+    if not other_stacks and stack not in {k.spec.name for k in known}:
+        return {"cluster": cluster.name, "stack": stack, "action": "left alone",
+                "reason": f"stack {stack!r} is not one of the janitor's stacks (set other_stacks to sweep it)"}
     verdict = judge(labels, now_s=clock.time(), run_state=_run_state(labels.get(owner.RUN_ID_KEY)))
     finding = {"cluster": cluster.name, "stack": stack, "reason": verdict.reason, "action": "kept"}
     if not verdict.reclaim:
