@@ -189,6 +189,9 @@ class Verbs:
             track_update(live, new, self._context(req, req.subresource or ""))
         if req.dry_run:
             return ApiReply(200, shaped(req.rtype, new), warnings=warnings)
+        if _comparable(new) == _comparable(live):
+            # A write that changes nothing is not stored: no new resourceVersion, no watch event.
+            return ApiReply(200, live, warnings=warnings)
         try:
             written = self.store.replace(req.rtype.key, stored(req.rtype, new))
         except Conflict:
@@ -320,6 +323,15 @@ class Verbs:
                     self.deleter.delete(req.rtype, live, policy=req.query.get("propagationPolicy", "Background"))
                     deleted.append(shaped(req.rtype, live))
         return ApiReply(200, {**listed, "items": deleted})
+
+
+def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` without what every write touches (resourceVersion, managedFields times)."""
+    meta = obj.get("metadata") or {}
+    managed = [{k: v for k, v in e.items() if k != "time"} for e in meta.get("managedFields") or []]
+    return {**{k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind")},
+            "metadata": {k: v for k, v in meta.items() if k not in ("resourceVersion", "managedFields")},
+            "managedFields": managed}
 
 
 def _check_preconditions(req: ApiRequest, live: dict[str, Any], preconditions: dict[str, Any]) -> None:

@@ -32,10 +32,12 @@ def test_all_four_kuberay_crds_apply_server_side_and_become_established(api, kub
 def test_reapplying_an_unchanged_crd_keeps_its_generation(api, kuberay_crds, installed_crds):
     ext = kubernetes.client.ApiextensionsV1Api(api)
     crd = next(c for c in kuberay_crds if c["metadata"]["name"] == "rayservices.ray.io")
-    before = ext.read_custom_resource_definition("rayservices.ray.io")
+    before = ext.patch_custom_resource_definition("rayservices.ray.io", crd, field_manager="kuberay-tests",
+                                                  force=True, _content_type=APPLY)
     after = ext.patch_custom_resource_definition("rayservices.ray.io", crd, field_manager="kuberay-tests",
                                                  force=True, _content_type=APPLY)
     assert after.metadata.generation == before.metadata.generation
+    assert after.metadata.resource_version == before.metadata.resource_version
 
 
 def test_client_side_apply_of_the_rayservice_crd_fails_on_annotation_size(api, kuberay_crds):
