@@ -122,8 +122,10 @@ def endpoint_for(kube: KubeApi | None, spec: StackSpec) -> LlmApi:
 
 
 def check_endpoint(llm: LlmApi, spec: StackSpec, *, clock: Clock) -> ValidationReport:
-    """List the models, send the prompt and judge the answer. Never raises for a failed check: a wrong,
-    slow or missing answer is recorded in the report's `problems`."""
+    """List the models, send the prompt and judge the answer into a report.
+
+    Never raises for a failed check: a wrong, slow or missing answer is recorded in `problems`.
+    """
     v, scale = spec.validation, float(getattr(clock, "time_scale", 1.0))   # httpx timeouts are wall seconds
     report = ValidationReport(llm.base_url, spec.serving.model_id)
     deadline = clock.monotonic() + v.timeout_s

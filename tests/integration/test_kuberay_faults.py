@@ -142,14 +142,16 @@ def test_gpu_pods_unschedulable_with_no_capacity_coming_fail_after_the_scale_up_
     assert isinstance(error, RolloutFailed)
     assert "unschedulable" in str(error) and "Insufficient nvidia.com/gpu" in str(error)
     assert "no GPU capacity is coming" in str(error) and "[gpu-nodes]" in str(error)
-    assert 60 <= after_s <= 60 + EARLY_S, after_s
+    persisted_s = int(re.search(r"\(persisted (\d+)s\)", str(error)).group(1))
+    assert persisted_s >= 60                           # the scale-up grace was given ...
+    assert after_s <= 60 + EARLY_S, after_s            # ... and not much more
 
 
 def test_a_stalled_weight_download_is_a_stall_naming_the_phase(box, clean):
-    settings = WaitSettings(timeout_s=6 * 3600, budgets=PhaseBudgets(weight_download_s=240))
+    settings = WaitSettings(timeout_s=6 * 3600, budgets=PhaseBudgets(weight_download_s=120))
     error, _ = run_until_failure(box, {"kind": "stalled_download"}, lambda store: True, settings=settings)
     assert isinstance(error, WaitTimedOut)
-    assert "stalled in phase weight-download" in str(error) and "budget 240s" in str(error)
+    assert "stalled in phase weight-download" in str(error) and "budget 120s" in str(error)
     assert "llm_app DEPLOYING" in str(error)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from sandbox.kube.controllers.nodes import add_node_pool_nodes
 from sandbox.kube.controllers.scheduler import matches_node_affinity
-from tasks.gateways.kube import CLUSTER_ROLE_BINDING, CRD, DEPLOYMENT, NODE, POD, resource_of
+from tasks.gateways.kube import CRD, DEPLOYMENT, NODE, POD, resource_of
 from tasks.kuberay_operator import DEFAULT_VENDOR_ROOT, ensure_kuberay_operator, render_operator_manifests
 from tests.integration.kuberay_sandbox import GPU_POOL, kube_sandbox, stack_spec, wait_for
 
@@ -81,11 +81,3 @@ def test_a_new_pinned_version_upgrades_the_same_objects_in_place(box, tmp_path):
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "quay.io/kuberay/operator:v1.7.1"
     assert live["status"]["observedGeneration"] == live["metadata"]["generation"]
     assert any(c["type"] == "Available" and c["status"] == "True" for c in live["status"]["conditions"])
-
-
-def test_another_namespace_gets_its_namespace_and_binding_subject(box):
-    spec = stack_spec(operator={"namespace": "ray-system"})
-    result = ensure_kuberay_operator.fn(box.kube, spec, clock=box.clock)
-    assert "Namespace ray-system" in result.applied
-    binding = box.kube.get(CLUSTER_ROLE_BINDING, "kuberay-operator")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kuberay-operator", "namespace": "ray-system"}]
