@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
               f"  Service Usage API:               {url}",
               f"  control API:                     {url}/_sandbox/  (inventory, requests, faults, clock)",
               "  gcloud:  gcloud config set api_endpoint_overrides/container " + url + "/",
+              "  flows:   export GKE_LLM_FLOWS_SIMULATED_CLOCK=" + sandbox.flows_clock_env()
+              + "   (so the flows' deadlines run on simulated time)",
               "Ctrl-C to stop.", sep="\n", flush=True)
         try:
             threading.Event().wait()

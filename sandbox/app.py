@@ -120,6 +120,15 @@ class Sandbox:
         self.faults.clear(kind)
 
     def clock_status(self) -> dict[str, Any]:
-        """Simulated time now: `{elapsed_s, now, now_rfc3339, time_scale}`."""
+        """Simulated time now: `{elapsed_s, now, now_rfc3339, time_scale, anchor_epoch_s}`.
+
+        `anchor_epoch_s` is the real time simulated time started from: a client that wants to agree
+        with the sandbox on "now" computes `anchor + (real now - anchor) * time_scale`.
+        """
         return {"elapsed_s": round(self.clock.elapsed_s(), 3), "now": self.clock.now(),
-                "now_rfc3339": self.clock.rfc3339(), "time_scale": self.clock.time_scale}
+                "now_rfc3339": self.clock.rfc3339(), "time_scale": self.clock.time_scale,
+                "anchor_epoch_s": self.clock.anchor_epoch_s}
+
+    def flows_clock_env(self) -> str:
+        """The value of the flows' GKE_LLM_FLOWS_SIMULATED_CLOCK that makes them keep this clock."""
+        return f"{self.clock.time_scale:g}@{self.clock.anchor_epoch_s:.6f}"
