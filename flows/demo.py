@@ -21,7 +21,7 @@ from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, t
 from flows.spin_down import teardown_llm
 from flows.spin_up import serve_llm
 from flows.stack_ref import StackRef
-from tasks.clock import TIME_SCALE_ENV, ScaledClock
+from tasks.clock import TIME_SCALE_ENV
 
 EXAMPLE_STACK = Path(__file__).resolve().parent.parent / "examples" / "sandbox.yaml"
 DEFAULT_TIME_SCALE = 120.0   # a ~40-minute simulated spin-up takes about 20 seconds
@@ -49,7 +49,7 @@ def run_demo(time_scale: float = DEFAULT_TIME_SCALE, *, out=sys.stdout) -> int:
     # On a busy 2-core machine Prefect's embedded server can take longer than its 20 s default to start.
     slow_start = {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}
     with temporary_settings(updates=slow_start), Sandbox(time_scale=time_scale, kubernetes=True) as sandbox, tempfile.TemporaryDirectory() as tmp:
-        os.environ[TIME_SCALE_ENV] = ScaledClock(time_scale, anchor_epoch_s=sandbox.clock.anchor_epoch_s).to_env()
+        os.environ[TIME_SCALE_ENV] = sandbox.flows_clock_env()
         stack = StackRef(file=str(demo_stack_file(sandbox.gke_url, Path(tmp))))
         print(f"sandbox (a local simulation, {time_scale:g}x time) serving GKE at {sandbox.gke_url}", file=out)
         up = serve_llm(stack=stack, return_state=True)

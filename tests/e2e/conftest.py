@@ -79,11 +79,10 @@ def sandbox_stack(tmp_path, monkeypatch):
     from flows.demo import demo_stack_file
     from flows.stack_ref import StackRef
     from sandbox.app import Sandbox
-    from tasks.clock import TIME_SCALE_ENV, ScaledClock
+    from tasks.clock import TIME_SCALE_ENV
 
     with Sandbox(time_scale=E2E_TIME_SCALE, kubernetes=True) as sandbox:
-        clock = ScaledClock(E2E_TIME_SCALE, anchor_epoch_s=sandbox.clock.anchor_epoch_s)
-        monkeypatch.setenv(TIME_SCALE_ENV, clock.to_env())
+        monkeypatch.setenv(TIME_SCALE_ENV, sandbox.flows_clock_env())
         yield sandbox, StackRef(file=str(demo_stack_file(sandbox.gke_url, tmp_path)))
 
 
