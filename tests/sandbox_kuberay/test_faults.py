@@ -25,7 +25,7 @@ from tests.sandbox_kuberay.conftest import (
 
 @pytest.fixture
 def sim():
-    simulation = make_sim(1500)
+    simulation = make_sim(3000)
     yield simulation
     stop_sim(simulation)
 

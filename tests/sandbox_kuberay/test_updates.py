@@ -28,7 +28,7 @@ RAYCLUSTERS = ("ray.io", "rayclusters")
 
 @pytest.fixture
 def sim():
-    simulation = make_sim(1500)
+    simulation = make_sim(3000)
     yield simulation
     stop_sim(simulation)
 
