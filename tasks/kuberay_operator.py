@@ -32,7 +32,8 @@ from blocks.errors import NotOursError, PermanentError, only_transient_errors
 from blocks.labels import is_ours, owner_labels
 from blocks.spec import StackSpec
 from tasks.clock import Clock, SystemClock
-from tasks.gateways.kube import CRD, DEPLOYMENT, KubeApi, describe, resource_of
+from tasks.gateways.kube import CRD, DEPLOYMENT, POD, KubeApi, describe, resource_of
+from tasks.ray_service_readiness import fatal_pod_sign
 from tasks.waiting import Look, State, wait_until_ready
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,9 @@ def ensure_kuberay_operator(kube: KubeApi, spec: StackSpec, *, clock: Clock | No
     On return every CRD is Established and the Deployment is Available with the pinned image.
     Idempotent: when everything already matches, no write request is made. A changed
     `operator.version` is applied over the old objects (same names), i.e. upgraded in place.
-    Raises PermanentError for a version that is not vendored, WaitTimedOut if not ready in
-    `spec.timeouts.operator_ready_s`.
+    Raises PermanentError for a version that is not vendored, NotOursError for a KubeRay install we
+    did not make (unless `cluster.adopt_existing`), RolloutFailed as soon as an operator pod cannot
+    start (crash loop, image pull), WaitTimedOut if not ready in `spec.timeouts.operator_ready_s`.
     """
     clock = clock or SystemClock()
     version, namespace = spec.operator.version, spec.operator.namespace
@@ -264,8 +266,12 @@ def wait_for_operator_ready(kube: KubeApi, rendered: list[dict[str, Any]], *, cl
                 return Look(State.PROGRESSING, f"CRD {name} not Established yet")
             established.add(name)
         meta = deployment["metadata"]
-        live = kube.get(DEPLOYMENT, meta["name"], meta["namespace"])
-        return _deployment_look(live, meta)
+        look = _deployment_look(kube.get(DEPLOYMENT, meta["name"], meta["namespace"]), meta)
+        if look.state is State.READY:
+            return look
+        selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
+        fatal = fatal_pod_sign(kube.list(POD, meta["namespace"], label_selector=selector).items)
+        return Look(State.FATAL, f"the operator cannot start: {fatal}") if fatal else look
 
     return wait_until_ready(probe, what=f"KubeRay operator in {deployment['metadata']['namespace']}",
                             timeout_s=timeout_s, interval_s=interval_s, clock=clock, log=log)

@@ -75,7 +75,7 @@ def classify_ray_service(obs: Observation) -> Classified:
     if ready := readiness_summary(rs):
         return Classified(Look(State.READY, ready), Phase.SERVE_RUNNING)
     pods = pods_of(rs, obs.pods)
-    for check in (_fatal_app_status, lambda r: _fatal_pod_sign(pods), _fatal_cluster_condition):
+    for check in (_fatal_app_status, lambda r: fatal_pod_sign(pods), _fatal_cluster_condition):
         if fatal := check(rs):
             return Classified(Look(State.FATAL, fatal), _phase(rs, pods, obs))
     return _progress(rs, pods, obs)
@@ -140,7 +140,8 @@ def _fatal_app_status(rs: Obj) -> str | None:
     return None
 
 
-def _fatal_pod_sign(pods: list[Obj]) -> str | None:
+def fatal_pod_sign(pods: list[Obj]) -> str | None:
+    """Return why one of `pods` cannot start (image pull, crash loop, OOM...), or None. Pure."""
     for pod in pods:
         for kind, cs in _container_statuses(pod):
             where = f"pod {_ns_name(pod)} {kind} {cs.get('name')!r}"
@@ -187,8 +188,8 @@ def _fatal_cluster_condition(rs: Obj) -> str | None:
 
 def _progress(rs: Obj, pods: list[Obj], obs: Observation) -> Classified:
     phase = _phase(rs, pods, obs)
-    suspect = (_unschedulable_suspect(pods, obs) or _unplaceable_replica_suspect(rs, pods)
-               or _eviction_suspect(pods, obs.events))
+    suspect = (_unreconciled_suspect(rs) or _unschedulable_suspect(pods, obs)
+               or _unplaceable_replica_suspect(rs, pods) or _eviction_suspect(pods, obs.events))
     return Classified(Look(State.PROGRESSING, _detail(rs, pods, phase, obs)), phase, suspect)
 
 
@@ -235,6 +236,14 @@ def _detail(rs: Obj, pods: list[Obj], phase: Phase, obs: Observation) -> str:
                 f"observedGeneration={status.get('observedGeneration')} of "
                 f"{(rs.get('metadata') or {}).get('generation')})")
     return f"{which} cluster {_current_cluster(status)}: apps {apps_text}"
+
+
+def _unreconciled_suspect(rs: Obj) -> str | None:
+    """No status at all: the operator never reconciled it (KubeRay reconciles within seconds)."""
+    if (rs.get("status") or {}).get("conditions"):
+        return None
+    return (f"RayService {_ns_name(rs)} has no status: the KubeRay operator is not reconciling it; check the "
+            "kuberay-operator Deployment (crash loop, missing CRDs or RBAC) and its logs")
 
 
 def _unschedulable_suspect(pods: list[Obj], obs: Observation) -> str | None:

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from blocks.errors import RolloutFailed
 from sandbox.kube.controllers.nodes import add_node_pool_nodes
 from sandbox.kube.controllers.scheduler import matches_node_affinity
 from tasks.gateways.kube import CRD, DEPLOYMENT, NODE, POD, resource_of
@@ -81,3 +82,17 @@ def test_a_new_pinned_version_upgrades_the_same_objects_in_place(box, tmp_path):
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "quay.io/kuberay/operator:v1.7.1"
     assert live["status"]["observedGeneration"] == live["metadata"]["generation"]
     assert any(c["type"] == "Available" and c["status"] == "True" for c in live["status"]["conditions"])
+
+
+def test_an_operator_that_cannot_start_fails_fast_naming_its_pod(box):
+    box.inject({"kind": "operator_crashloop"})
+    selector = "app.kubernetes.io/component=kuberay-operator"
+    try:
+        for pod in box.kube.list(POD, "default", label_selector=selector).items:
+            box.kube.delete(POD, pod["metadata"]["name"], "default")
+        # a RolloutFailed (not a WaitTimedOut at the 6-hour test deadline) is the fast failure
+        with pytest.raises(RolloutFailed, match=r"operator cannot start: pod default/kuberay-operator-\S+ container "
+                                                r"'kuberay-operator' is CrashLoopBackOff"):
+            ensure_kuberay_operator.fn(box.kube, stack_spec(), clock=box.clock)
+    finally:
+        box.ctx.faults.clear("operator_crashloop")

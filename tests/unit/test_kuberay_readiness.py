@@ -243,3 +243,10 @@ def test_the_slow_initialize_message_stays_in_weight_download():
     rs["status"]["pendingServiceStatus"]["applicationStatuses"]["llm_app"]["serveDeploymentStatuses"][
         "LLMServer:deepseek"]["message"] = message
     assert classify(rs, [head_pod(), worker(1)]).phase is Phase.WEIGHT_DOWNLOAD
+
+
+def test_a_rayservice_the_operator_never_reconciled_is_a_suspect():
+    rs = ray_service()
+    del rs["status"]
+    c = classify(rs)
+    assert c.look.state is State.PROGRESSING and "operator is not reconciling" in c.suspect
