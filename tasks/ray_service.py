@@ -22,11 +22,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from blocks.errors import DriftError, NotOursError, only_transient_errors
-from blocks.labels import is_ours
+from blocks.labels import is_ours, owner_labels
 from blocks.render_rayservice import hf_token_secret_manifest, ray_service_manifest
 from blocks.spec import StackSpec
 from tasks.clock import Clock, SystemClock
-from tasks.gateways.kube import POD, RAY_CLUSTER, RAY_SERVICE, SECRET, KubeApi
+from tasks.gateways.kube import NAMESPACE, POD, RAY_CLUSTER, RAY_SERVICE, SECRET, KubeApi
 from tasks.kuberay_operator import is_subset
 from tasks.waiting import Look, State, wait_until_ready
 
@@ -131,6 +131,7 @@ def ensure_ray_service(kube: KubeApi, spec: StackSpec, *, hf_token: str | Secret
     s = spec.serving
     labels = {"lease_expiry_epoch_s": lease_expiry_epoch_s, "run_id": run_id}
     result = RayServiceResult(s.ray_service_name, s.namespace, Action.NOOP)
+    _ensure_namespace(kube, s.namespace, spec.name)
     if hf_token is not None:
         result.secret_applied = _ensure_secret(kube, hf_token_secret_manifest(spec, hf_token, **labels), spec.name)
     desired = ray_service_manifest(spec, hf_token=hf_token is not None, **labels)
@@ -150,6 +151,14 @@ def ensure_ray_service(kube: KubeApi, spec: StackSpec, *, hf_token: str | Secret
              f" ({', '.join(plan.changed_paths[:8])})" if plan.changed_paths else "")
     result.generation = (live or {}).get("metadata", {}).get("generation")
     return result
+
+
+def _ensure_namespace(kube: KubeApi, namespace: str, stack: str) -> None:
+    """Create the serving namespace when it is missing (labelled ours; teardown leaves namespaces)."""
+    if kube.get(NAMESPACE, namespace) is None:
+        kube.apply({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": namespace, "labels": owner_labels(stack)}})
+        log.info("Namespace %s created", namespace)
 
 
 def _ensure_secret(kube: KubeApi, manifest: dict[str, Any], stack: str) -> bool:

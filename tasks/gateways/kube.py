@@ -147,15 +147,20 @@ class KubeApi:
         """Server-side apply `manifest` (field manager, force) and return the live object.
 
         Idempotent: applying the same manifest again leaves the object (and its resourceVersion)
-        unchanged. Raises KubeRejected naming the fields on 400/422, transient errors as above.
+        unchanged. Raises KubeRejected naming the fields on 400/422, PermanentError when the
+        namespace (or the kind) does not exist, transient errors as above.
         """
         resource, meta = resource_of(manifest), manifest.get("metadata") or {}
         query = [("fieldManager", self.field_manager), ("force", "true")]
         if dry_run:
             query.append(("dryRun", "All"))
         what = describe(manifest)
-        return self._call("PATCH", resource.path(meta.get("namespace"), meta["name"]), what=what,
-                          query=query, body=json.dumps(manifest), content_type=APPLY_PATCH)
+        try:
+            return self._call("PATCH", resource.path(meta.get("namespace"), meta["name"]), what=what,
+                              query=query, body=json.dumps(manifest), content_type=APPLY_PATCH)
+        except _NotFound as e:
+            raise PermanentError(f"{what} cannot be applied: {e} (does namespace {meta.get('namespace')!r} exist, "
+                                 f"and is the {resource.kind} CRD installed?)") from e
 
     def delete(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
         """Delete an object (background propagation). Return False when it was already gone."""
@@ -202,7 +207,10 @@ class KubeApi:
             ("timeoutSeconds", str(max(1, int(timeout_s))))]
         url_path, what = resource.path(namespace), f"watch {resource.plural}"
         read_timeout_s = idle_timeout_s if idle_timeout_s is not None else timeout_s + 15
-        response = self._open(url_path, query=query, what=what, read_timeout_s=read_timeout_s)
+        try:
+            response = self._open(url_path, query=query, what=what, read_timeout_s=read_timeout_s)
+        except _NotFound as e:
+            raise PermanentError(f"{what}: {e} (is the {resource.kind} CRD installed?)") from e
         if response is None:          # no answer within the idle timeout: nothing happened
             if idle_timeout_s is None:
                 raise KubeUnavailable(f"{what}: the API server did not answer within {read_timeout_s:.0f}s")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from blocks.errors import RolloutFailed, WaitTimedOut
-from tasks.gateways.kube import RAY_SERVICE, KubeRejected
+from tasks.gateways.kube import NAMESPACE, RAY_SERVICE, KubeRejected
 from tasks.kuberay_operator import ensure_kuberay_operator
 from tasks.ray_service import delete_ray_service, ensure_ray_service
 from tasks.ray_service_wait import PhaseBudgets, WaitSettings, wait_for_ray_service_ready
@@ -191,3 +191,13 @@ def test_an_invalid_rayservice_is_rejected_by_the_api_server_naming_the_field(bo
     with pytest.raises(KubeRejected, match=r"RayService default/broken was rejected \(HTTP 422\).*serveConfigV2"):
         box.kube.apply(manifest)
     assert box.kube.get(RAY_SERVICE, "broken", "default") is None
+
+
+def test_a_missing_serving_namespace_is_created_and_its_rayservice_deleted_cleanly(box):
+    spec = stack_spec(serving={"namespace": "llm"})
+    result = ensure_ray_service.fn(box.kube, spec)
+    namespace = box.kube.get(NAMESPACE, "llm")
+    assert namespace["metadata"]["labels"]["managed-by"] == "gke-llm-flows"
+    assert result.action.value == "create" and box.kube.get(RAY_SERVICE, "deepseek-r1", "llm") is not None
+    assert delete_ray_service.fn(box.kube, spec, clock=box.clock) is True
+    assert box.kube.get(RAY_SERVICE, "deepseek-r1", "llm") is None
