@@ -107,9 +107,9 @@ class Sandbox:
         """Clusters, node pools (status, nodes, GPU node-seconds so far), Kubernetes objects, bill."""
         return dict(self.gke.inventory(), clock=self.clock_status())
 
-    def requests(self) -> list[dict[str, Any]]:
-        """Every GKE API request received so far, in order."""
-        return self._log.entries()
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        """Every GKE API request received so far, in order (those with `seq >= since`)."""
+        return [e for e in self._log.entries() if e["seq"] >= since]
 
     def inject(self, fault: dict[str, Any]) -> dict[str, Any]:
         """Add a fault (see sandbox/control.py for kinds); return it as stored, with its id."""

@@ -16,6 +16,8 @@ kinds (the Kubernetes side's) are accepted as given:
 - `busy_cluster` {cluster}: mutations answer 400 "Operation ... is currently upgrading cluster".
 - `quota` {metric (e.g. NVIDIA_H100_GPUS, CPUS), limit, cluster, node_pool}: creates answer 403.
 - `concurrent_ops_quota` {cluster}: mutations answer 429 "Too many operations".
+- `slow_response` {delay_s (REAL seconds, default 30), path (prefix), method}: answer late, so a client's
+  own timeout fires (the request still takes effect).
 - `auto_upgrade` {cluster, duration_s (default 120)}: when a cluster create finishes, GKE starts its
   own UPGRADE_MASTER operation (cluster RECONCILING and busy for `duration_s` simulated seconds).
 """
@@ -39,6 +41,7 @@ GKE_FAULT_PARAMS: dict[str, set[str]] = {
     "quota": {"metric", "limit", "cluster", "node_pool", "project", "location"},
     "concurrent_ops_quota": {"cluster", "project", "location"},
     "auto_upgrade": {"cluster", "project", "location", "duration_s"},
+    "slow_response": {"delay_s", "path", "method"},
 }
 
 
@@ -54,12 +57,15 @@ def normalize_fault(fault: Any) -> dict[str, Any]:
         raise ValueError(f"fault kind {kind!r} has no parameter(s) {unknown}; accepted: "
                          f"{sorted(_COMMON | GKE_FAULT_PARAMS[kind])}")
     fault = dict(fault)
+    if kind in ("transient", "slow_response") and "path" in fault and not str(fault["path"]).endswith("*"):
+        fault["path"] = f"{fault['path']}*"     # a path prefix, in the registry's wildcard form
+    if kind == "slow_response" and not 0 <= float(fault.get("delay_s", 30)) <= 600:
+        raise ValueError(f"slow_response fault 'delay_s' must be between 0 and 600 real seconds; "
+                         f"got {fault['delay_s']!r}")
     if kind == "transient":
         status = fault.setdefault("status", 503)
         if status not in TRANSIENT_CODES:
             raise ValueError(f"transient fault 'status' must be one of {list(TRANSIENT_CODES)}; got {status!r}")
-        if "path" in fault and not str(fault["path"]).endswith("*"):
-            fault["path"] = f"{fault['path']}*"     # a path prefix, in the registry's wildcard form
     if kind == "stockout" and int(fault.get("created", 0)) < 0:
         raise ValueError(f"stockout 'created' must be >= 0; got {fault['created']!r}")
     return fault
@@ -72,8 +78,7 @@ def control_routes(sandbox) -> list[Route]:
         return JSONResponse(sandbox.inventory())
 
     async def requests(request: Request) -> JSONResponse:
-        since = int(request.query_params.get("since", 0))
-        return JSONResponse([e for e in sandbox.requests() if e["seq"] >= since])
+        return JSONResponse(sandbox.requests(int(request.query_params.get("since", 0))))
 
     async def faults(request: Request) -> JSONResponse:
         if request.method == "GET":

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -106,6 +107,9 @@ def gke_endpoint(service: GkeService, faults: Faults, log: RequestLog):
 
 def _answer(service: GkeService, faults: Faults, method: str, path: str, query: dict[str, str],
             body: bytes) -> tuple[int, Any]:
+    slow = faults.take("slow_response", method=method, path=path)
+    if slow:    # real seconds: what a client's own timeout (also real seconds) runs into
+        time.sleep(float(slow.get("delay_s", 30)))
     fault = faults.take("transient", method=method, path=path)
     try:
         if fault and not fault.get("applied"):

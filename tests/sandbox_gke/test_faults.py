@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import requests
 from google.api_core import exceptions as gexc
 from google.cloud.container_v1 import types as T
 
-from sandbox.testing import pool_inventory
+from sandbox.testing import pool_inventory, wait_for
 from tests.sandbox_gke.conftest import (
     PARENT,
     ZONE,
@@ -161,6 +162,7 @@ def test_faults_through_the_control_api(gke_sandbox, client):
     for bad, says in [({"kind": "stockout", "zon": ZONE}, "no parameter(s) ['zon']"),
                       ({"kind": "transient", "status": 404}, "must be one of"),
                       ({"kind": "quota", "times": 0}, "'times' must be >= 1"),
+                      ({"kind": "slow_response", "delay_s": 1000}, "between 0 and 600 real seconds"),
                       ({"zone": ZONE}, "string 'kind'")]:
         answer = http.post(url, json=bad)
         assert answer.status_code == 400 and says in answer.json()["error"]["message"]
@@ -181,3 +183,12 @@ def test_auto_upgrade_after_create_holds_the_cluster_with_a_real_operation(clien
     wait_op(client, upgrade)
     assert client.get_cluster(name=cluster_name()).status == T.Cluster.Status.RUNNING
     assert wait_op(client, client.create_node_pool(parent=cluster_name(), node_pool=gpu_pool_spec())).error.code == 0
+
+
+def test_a_slow_response_runs_into_the_clients_timeout_but_the_create_took_effect(client, gke_sandbox):
+    gke_sandbox.inject({"kind": "slow_response", "delay_s": 1.0, "method": "POST", "times": 1})
+    with pytest.raises(requests.exceptions.ReadTimeout):     # not an api_core error (gke.md section 3)
+        client.create_cluster(parent=PARENT, cluster=cluster_spec(), timeout=0.3)
+    wait_for(lambda: gke_sandbox.inventory()["clusters"], 5, what="the create to land")
+    with pytest.raises(gexc.Conflict):
+        client.create_cluster(parent=PARENT, cluster=cluster_spec())
