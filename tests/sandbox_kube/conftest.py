@@ -77,10 +77,12 @@ def namespace(core) -> str:
     return name
 
 
-def load_yaml_cached(path: Path, cache: pytest.Cache) -> Any:
+def load_yaml_cached(path: Path, cache: pytest.Cache | None) -> Any:
     """Parse `path` once, then reuse its JSON form from pytest's cache (YAML parsing of the ~1 MB
-    KubeRay CRDs takes about a second each, JSON ~10 ms)."""
+    KubeRay CRDs takes about a second each, JSON ~10 ms). Without a cache (`-p no:cacheprovider`), parse."""
     data = path.read_bytes()
+    if cache is None:
+        return yaml.load(data, Loader=Loader)
     folder = cache.mkdir("sandbox_kube_yaml")
     cached = folder / f"{hashlib.sha256(data).hexdigest()}.json"
     if cached.exists():
@@ -93,7 +95,7 @@ def load_yaml_cached(path: Path, cache: pytest.Cache) -> Any:
 @pytest.fixture(scope="session")
 def kuberay_crds(pytestconfig) -> list[dict[str, Any]]:
     """The four upstream KubeRay v1.7.0 CRDs, parsed once per session (they are ~1 MB of YAML each)."""
-    return [load_yaml_cached(path, pytestconfig.cache) for path in CRD_FILES]
+    return [load_yaml_cached(path, getattr(pytestconfig, "cache", None)) for path in CRD_FILES]
 
 
 @pytest.fixture(scope="session")
