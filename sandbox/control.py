@@ -9,8 +9,9 @@
 
 GKE fault kinds and their parameters (besides `times` and `rate`, see sandbox/faults.py); other
 kinds (the Kubernetes side's) are accepted as given:
-- `stockout` {zone, cluster, node_pool, machine_type, created}: the next GPU pool create there ends
-  DONE with GCE_STOCKOUT, pool in ERROR; `created` VMs (default 0) come up and are billed until deleted.
+- `stockout` {zone, cluster, node_pool, machine_type, capacity, created}: the next GPU pool create
+  there ends DONE with GCE_STOCKOUT, pool in ERROR; `created` VMs (default 0) come up and are billed
+  until deleted. `capacity` is on-demand, spot, reservation, flex-start or queued (blocks.spec names).
 - `transient` {status: 429|500|502|503|504 (default 503), path (prefix), method, applied}: answer
   with that error; `applied: true` carries the request out first (the answer is lost).
 - `busy_cluster` {cluster}: mutations answer 400 "Operation ... is currently upgrading cluster".
@@ -35,7 +36,7 @@ from sandbox.gke.errors import TRANSIENT_CODES
 
 _COMMON = {"kind", "times", "rate"}
 GKE_FAULT_PARAMS: dict[str, set[str]] = {
-    "stockout": {"zone", "cluster", "node_pool", "machine_type", "project", "created"},
+    "stockout": {"zone", "cluster", "node_pool", "machine_type", "project", "created", "capacity"},
     "transient": {"status", "path", "method", "applied"},
     "busy_cluster": {"cluster", "project", "location"},
     "quota": {"metric", "limit", "cluster", "node_pool", "project", "location"},

@@ -104,3 +104,17 @@ def machine_of(field: str, config: dict[str, Any]) -> Machine:
                       f'"{machine_type}"; use a GPU machine type ({sorted(_GPU_MACHINES)}) or n1 with '
                       f"{sorted(_ATTACHABLE)}.")
     return Machine(machine_type, vcpus, acc["acceleratorType"], int(acc.get("acceleratorCount", 1)))
+
+
+def capacity_of(pool: dict[str, Any]) -> str:
+    """How a stored NodePool gets its VMs, named as blocks.spec.CapacityMode does (for fault matching)."""
+    config = pool.get("config", {})
+    if pool.get("queuedProvisioning", {}).get("enabled"):
+        return "queued"
+    if config.get("flexStart"):
+        return "flex-start"
+    if config.get("reservationAffinity", {}).get("consumeReservationType") == "SPECIFIC_RESERVATION":
+        return "reservation"
+    if config.get("spot") or config.get("preemptible"):
+        return "spot"
+    return "on-demand"

@@ -197,24 +197,12 @@ class GkeService:
     def inventory(self) -> dict[str, Any]:
         """Clusters, pools (status, nodes, bill so far), Kubernetes objects, and the whole bill."""
         with self.state.lock:
-            clusters = [(c.ref, c.resource.get("status"), c.resource.get("endpoint", ""),
-                         c.resource.get("resourceLabels", {}), c.busy.name if c.busy else None,
-                         [(p.name, p.resource["status"], p.machine, list(p.node_names), p.node_count,
-                           p.resource.get("config", {}).get("resourceLabels", {})) for p in c.pools.values()])
-                        for c in self.state.clusters.values()]
-        return {"clusters": [self._cluster_inventory(*c) for c in clusters], "billing": self.meter.report()}
-
-    def _cluster_inventory(self, ref, status, endpoint, labels, busy, pools) -> dict[str, Any]:
-        return {
-            "project": ref.project, "location": ref.location, "name": ref.name, "status": status,
-            "endpoint": endpoint, "resource_labels": labels, "operation_in_progress": busy,
-            "node_pools": [dict(name=name, status=pool_status, machine_type=machine.machine_type,
-                                accelerator=machine.accelerator, gpus_per_node=machine.gpus,
-                                node_count=count, nodes=nodes, resource_labels=pool_labels,
-                                **self.meter.pool_report(ref.key, name))
-                           for name, pool_status, machine, nodes, count, pool_labels in pools],
-            "kubernetes": self.lifecycle.hook("inventory", ref) or {},
-        }
+            clusters = [(c.ref, _summary(c)) for c in self.state.clusters.values()]
+        for ref, summary in clusters:       # the meter and the Kubernetes side have their own locks
+            for pool in summary["node_pools"]:
+                pool.update(self.meter.pool_report(ref.key, pool["name"]))
+            summary["kubernetes"] = self.lifecycle.hook("inventory", ref) or {}
+        return {"clusters": [summary for _, summary in clusters], "billing": self.meter.report()}
 
     # -- checks ---------------------------------------------------------------------------------
     def _cluster(self, project: str, location: str, name: str) -> ClusterRecord:
@@ -279,7 +267,8 @@ class GkeService:
         if not pool.machine.gpus:
             return None
         return self.faults.take("stockout", project=ref.project, cluster=ref.name, node_pool=pool.name,
-                                zone=pool.zones[0], machine_type=pool.machine.machine_type)
+                                zone=pool.zones[0], machine_type=pool.machine.machine_type,
+                                capacity=catalog.capacity_of(pool.resource))
 
 
 def _initial_pools(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -292,3 +281,15 @@ def _initial_pools(spec: dict[str, Any]) -> list[dict[str, Any]]:
     raise errors.invalid('Invalid value for field "cluster.nodePools": a cluster needs at least one node '
                          "pool (or cluster.initialNodeCount > 0).")
 
+
+def _summary(cluster: ClusterRecord) -> dict[str, Any]:
+    """A cluster and its pools for the inventory (caller holds the lock)."""
+    ref, resource = cluster.ref, cluster.resource
+    pools = [{"name": p.name, "status": p.resource["status"], "machine_type": p.machine.machine_type,
+              "accelerator": p.machine.accelerator, "gpus_per_node": p.machine.gpus,
+              "capacity": catalog.capacity_of(p.resource), "node_count": p.node_count,
+              "nodes": list(p.node_names), "resource_labels": p.resource.get("config", {}).get("resourceLabels", {})}
+             for p in cluster.pools.values()]
+    return {"project": ref.project, "location": ref.location, "name": ref.name, "status": resource.get("status"),
+            "endpoint": resource.get("endpoint", ""), "resource_labels": resource.get("resourceLabels", {}),
+            "operation_in_progress": cluster.busy.name if cluster.busy else None, "node_pools": pools}

@@ -192,3 +192,19 @@ def test_a_slow_response_runs_into_the_clients_timeout_but_the_create_took_effec
     wait_for(lambda: gke_sandbox.inventory()["clusters"], 5, what="the create to land")
     with pytest.raises(gexc.Conflict):
         client.create_cluster(parent=PARENT, cluster=cluster_spec())
+
+
+def test_stockout_can_target_one_capacity_mode(client, gke_sandbox):
+    running_cluster(client)
+    gke_sandbox.inject({"kind": "stockout", "zone": ZONE, "capacity": "on-demand"})
+    on_demand = wait_op(client, client.create_node_pool(parent=cluster_name(), node_pool=gpu_pool_spec()))
+    assert "GCE_STOCKOUT" in on_demand.error.message
+    wait_op(client, client.delete_node_pool(name=POOL))
+    spot = gpu_pool_spec()
+    spot.config.spot = True
+    assert wait_op(client, client.create_node_pool(parent=cluster_name(), node_pool=spot)).error.code == 0
+    reserved = gpu_pool_spec("reserved-pool")
+    reserved.config.reservation_affinity = T.ReservationAffinity(
+        consume_reservation_type=T.ReservationAffinity.Type.SPECIFIC_RESERVATION,
+        key="compute.googleapis.com/reservation-name", values=["a3-reservation"])
+    assert wait_op(client, client.create_node_pool(parent=cluster_name(), node_pool=reserved)).error.code == 0
