@@ -195,3 +195,17 @@ def test_settings_gke_turns_on_by_itself_are_not_pool_drift(spec):
                                     capacity_mode=CapacityMode.ON_DEMAND)
     with pytest.raises(DriftError, match="gvnic: live False, spec True"):
         plan_node_pool(_live_pool(desired), wants_gvnic, stack="llm")
+
+
+def test_operations_are_matched_to_their_target_in_either_link_form():
+    from tasks.gke_operations import _targets
+
+    def op(link):
+        return T.Operation(name="operation-1", target_link=link)
+    pool = "projects/p/locations/us-east5-a/clusters/c/nodePools/gpu"
+    cluster = "projects/p/locations/us-east5-a/clusters/c"
+    zonal = "https://container.googleapis.com/v1/projects/p/zones/us-east5-a/clusters/c/nodePools/gpu"
+    assert _targets(op(zonal), pool, include_children=False)
+    assert not _targets(op(zonal), cluster, include_children=False)
+    assert _targets(op(zonal), cluster, include_children=True)
+    assert not _targets(op(zonal.replace("/clusters/c/", "/clusters/c2/")), cluster, include_children=True)
