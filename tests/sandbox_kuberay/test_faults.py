@@ -212,3 +212,13 @@ def test_serve_reads_the_config_a_replica_that_fits_no_gpus_waits_to_be_schedule
     sim.ctx.clock.sleep(2400)
     assert "taken more than 30s to be scheduled" in str(pending_app(sim))
     assert pending_app(sim)["status"] == "DEPLOYING" and not is_serving(sim.rayservice())
+
+
+def test_a_node_type_fault_crashes_only_the_workers_and_leaves_the_head_running(sim):
+    sim.ctx.faults.add({"kind": "crashloop", "node_type": "worker"})
+    start(sim)
+    sim.wait_for(lambda: all(container_state(w).get("restartCount", 0) >= 1
+                             for w in pods(sim, "ray.io/node-type=worker")) and pods(sim, "ray.io/node-type=worker"),
+                 what="workers restarting")
+    assert container_state(head(sim))["restartCount"] == 0
+    assert pending_head_ready(sim)["status"] == "True"

@@ -178,19 +178,20 @@ def set_condition(conditions: list[dict[str, Any]], ctype: str, status: str, *, 
 
 
 def take_fault(faults: Any, kind: str, *, key: str, value: str,
-               applies: Callable[[dict[str, Any]], bool] = lambda fault: True) -> dict[str, Any] | None:
-    """Fire the first `kind` fault whose `key` prefix (if any) matches `value` and that `applies`.
+               applies: Callable[[dict[str, Any]], bool] = lambda fault: True, **context: str) -> dict[str, Any] | None:
+    """Fire the first `kind` fault whose `key` prefix (if any) matches `value` and whose other
+    parameters named in `context` (e.g. `node_type`) equal the context's values.
 
-    Faults name objects by prefix (`pod_prefix: deepseek-r1`, a trailing `*` allowed); a fault with
-    no prefix matches any object its `applies` accepts.
+    Faults name objects by prefix (`pod_prefix: deepseek-r1`, a trailing `*` allowed); a fault that
+    names neither a prefix nor any `context` key matches what `applies` accepts (its default target).
     """
     for fault in faults.list():
-        if fault["kind"] != kind:
+        if fault["kind"] != kind or any(fault.get(k) not in (None, v) for k, v in context.items()):
             continue
         prefix = fault.get(key)
         if prefix is not None and not value.startswith(str(prefix).rstrip("*")):
             continue
-        if prefix is None and not applies(fault):
+        if prefix is None and not any(k in fault for k in context) and not applies(fault):
             continue
-        return faults.take(kind, **{key: prefix if prefix is not None else "\0"})
+        return faults.take(kind, **{key: prefix if prefix is not None else "\0"}, **context)
     return None

@@ -7,13 +7,14 @@ containers (`Init:0/1`), then `Running`; it becomes Ready when its program says 
 container with the kubelet's back-off (10 s doubling to 5 min) and `CrashLoopBackOff` in between.
 
 Faults (document: where they show):
-Without `pod_prefix`, pod faults apply to Ray pods (the RayService's workload), never to the operator.
-- `image_pull_backoff {pod_prefix?}`: each pull attempt of a matching pod fails -> `ErrImagePull`
+Pod faults take `pod_prefix` and/or `node_type` (`head`, `worker`: the `ray.io/node-type` label);
+with neither they apply to Ray pods (the RayService's workload), never to the operator.
+- `image_pull_backoff {pod_prefix?, node_type?}`: each pull attempt of a matching pod fails -> `ErrImagePull`
   then `ImagePullBackOff` (container `state.waiting.reason`, events `Failed`/`BackOff`); a counted
   fault (`times: N`) fails N attempts and then the pull succeeds.
-- `crashloop {pod_prefix?}`: the container exits 1 shortly after each start -> `CrashLoopBackOff`,
+- `crashloop {pod_prefix?, node_type?}`: the container exits 1 shortly after each start -> `CrashLoopBackOff`,
   `lastState.terminated.reason=Error`, rising `restartCount`, event `BackOff`.
-- `oom_killed {pod_prefix?}`: Ray workers (or the prefixed pods) are OOM-killed during the model load
+- `oom_killed {pod_prefix?, node_type?}`: Ray workers (or the named pods) are OOM-killed during the model load
   -> `lastState.terminated.reason=OOMKilled`, `exitCode: 137`, then `CrashLoopBackOff`.
 - `operator_crashloop`: the KubeRay operator container exits 1 after start (see `programs.py`).
 """
@@ -131,7 +132,7 @@ class Kubelet(Reconciler):
         images = programs.images_of(pod)
         name = pod["metadata"]["name"]
         if take_fault(self.ctx.faults, "image_pull_backoff", key="pod_prefix", value=name,
-                      applies=lambda fault: programs.is_ray_pod(pod)) is not None:
+                      applies=lambda fault: programs.is_ray_pod(pod), node_type=programs.node_type(pod)):
             run.pull_failures += 1
             run.pull_failed_at = now
             run.pull_retry_at = now + min(BACKOFF_START_S * 2 ** (run.pull_failures - 1), BACKOFF_MAX_S)

@@ -87,9 +87,12 @@ def crash_plan(ctx: ClusterContext, pod: dict[str, Any]) -> tuple[float, str, in
         if missing_crds(ctx):
             return float(kube.get("operator_cache_sync_timeout_s", 120)), "Error", 1
         return None
-    if take_fault(ctx.faults, "crashloop", key="pod_prefix", value=name, applies=lambda f: is_ray_pod(pod)):
+    kind = node_type(pod)
+    if take_fault(ctx.faults, "crashloop", key="pod_prefix", value=name, applies=lambda f: is_ray_pod(pod),
+                  node_type=kind):
         return float(kube.get("crash_after_s", 20)), "Error", 1
-    if take_fault(ctx.faults, "oom_killed", key="pod_prefix", value=name, applies=lambda f: _is_ray(pod, "worker")):
+    if take_fault(ctx.faults, "oom_killed", key="pod_prefix", value=name, applies=lambda f: _is_ray(pod, "worker"),
+                  node_type=kind):
         return float(kube.get("oom_after_s", 240)), "OOMKilled", 137
     return None
 
@@ -143,6 +146,11 @@ def qos_class(pod: dict[str, Any]) -> str:
         if not limits or any(requests.get(k) != v for k, v in limits.items()) or not {"cpu", "memory"} <= set(limits):
             return "Burstable"
     return "Guaranteed"
+
+
+def node_type(pod: dict[str, Any]) -> str:
+    """`head`, `worker`, or "" for a pod that is no Ray node."""
+    return _labels(pod).get("ray.io/node-type", "")
 
 
 def is_ray_pod(pod: dict[str, Any]) -> bool:
