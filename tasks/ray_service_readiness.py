@@ -31,6 +31,7 @@ FATAL_READY_REASONS = frozenset({"ValidationFailed", "InitializingTimeout"})
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
 MESSAGE_CHARS = 300
+UNRECONCILED_GRACE_S = 300.0
 SCHEDULING_WORDS = "to be scheduled"     # Serve: "replicas that have taken more than 30s to be scheduled"
 ENGINE_WORDS = ("engine", "safetensors", "cuda graph", "compil", "warm")
 
@@ -61,6 +62,7 @@ class Classified:
     look: Look
     phase: Phase
     suspect: str | None = None          # a sign that becomes fatal if it persists
+    suspect_min_grace_s: float = 0.0    # the least time the waiter gives this suspect before failing
 
 
 def classify_ray_service(obs: Observation) -> Classified:
@@ -188,9 +190,13 @@ def _fatal_cluster_condition(rs: Obj) -> str | None:
 
 def _progress(rs: Obj, pods: list[Obj], obs: Observation) -> Classified:
     phase = _phase(rs, pods, obs)
-    suspect = (_unreconciled_suspect(rs) or _unschedulable_suspect(pods, obs)
-               or _unplaceable_replica_suspect(rs, pods) or _eviction_suspect(pods, obs.events))
-    return Classified(Look(State.PROGRESSING, _detail(rs, pods, phase, obs)), phase, suspect)
+    look = Look(State.PROGRESSING, _detail(rs, pods, phase, obs))
+    if unreconciled := _unreconciled_suspect(rs):
+        # An operator that just started (leader election, cache sync) may take a minute or two.
+        return Classified(look, phase, unreconciled, UNRECONCILED_GRACE_S)
+    suspect = (_unschedulable_suspect(pods, obs) or _unplaceable_replica_suspect(rs, pods)
+               or _eviction_suspect(pods, obs.events))
+    return Classified(look, phase, suspect)
 
 
 def _phase(rs: Obj, pods: list[Obj], obs: Observation) -> Phase:

@@ -70,6 +70,7 @@ class _Judge:
         self.phase: Phase | None = None
         self.phase_since = self.suspect_since = 0.0
         self.suspect: str | None = None
+        self.suspect_grace_s = settings.suspect_grace_s
 
     def judge(self, c: Classified) -> None:
         """Raise RolloutFailed / WaitTimedOut if `c` ends the wait badly; return otherwise."""
@@ -84,7 +85,8 @@ class _Judge:
             self.suspect = None
         elif self.suspect is None:
             self.suspect, self.suspect_since = c.suspect, now
-        if self.suspect is not None and now - self.suspect_since >= s.suspect_grace_s:
+        self.suspect_grace_s = max(s.suspect_grace_s, c.suspect_min_grace_s)
+        if self.suspect is not None and now - self.suspect_since >= self.suspect_grace_s:
             raise RolloutFailed(f"{self.what} [{c.phase.value}]: {c.suspect} "
                                 f"(persisted {now - self.suspect_since:.0f}s)")
         budget = s.budgets.of(c.phase)
@@ -102,7 +104,7 @@ class _Judge:
         if self.phase is not None:
             due.append(self.phase_since + s.budgets.of(self.phase) - now)
         if self.suspect is not None:
-            due.append(self.suspect_since + s.suspect_grace_s - now)
+            due.append(self.suspect_since + self.suspect_grace_s - now)
         return max(s.min_look_gap_s, min(due))
 
 

@@ -2,8 +2,8 @@
 
 "Early" is measured on the sandbox's own clock: from the moment the sign first shows in the cluster
 (seen by a harness thread reading the sandbox's store) to the moment the waiter raises. The `fast`
-profile at 60x keeps each scenario to a few wall seconds while one wall second of a busy machine's
-latency still costs only one simulated minute.
+profile at 40x keeps each scenario to a few wall seconds while one wall second of a busy machine's
+latency still costs well under one simulated minute.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ EARLY_S = 90.0          # "within about a minute" of the sign, plus one look int
 
 @pytest.fixture(scope="module")
 def box():
-    for box in kube_sandbox(time_scale=60.0, profile="fast", gpu_nodes=2):
+    for box in kube_sandbox(time_scale=40.0, profile="fast", gpu_nodes=2):
         ensure_kuberay_operator.fn(box.kube, stack_spec(), clock=box.clock)
         yield box
 

@@ -52,6 +52,17 @@ def test_a_suspect_becomes_fatal_only_after_its_grace_period():
         j.judge(progressing(Phase.GPU_NODES, suspect="pod p is unschedulable"))
 
 
+def test_a_suspect_may_ask_for_a_longer_grace():
+    j, clock = judge(suspect_grace_s=60)
+    slow = Classified(Look(State.PROGRESSING, "d"), Phase.GPU_NODES, "no status yet", 300)
+    j.judge(slow)
+    clock.now = 299
+    j.judge(slow)
+    clock.now = 300
+    with pytest.raises(RolloutFailed, match="no status yet"):
+        j.judge(slow)
+
+
 def test_a_suspect_that_clears_restarts_its_grace_period():
     j, clock = judge(suspect_grace_s=120)
     j.judge(progressing(Phase.GPU_NODES, suspect="s"))

@@ -250,3 +250,4 @@ def test_a_rayservice_the_operator_never_reconciled_is_a_suspect():
     del rs["status"]
     c = classify(rs)
     assert c.look.state is State.PROGRESSING and "operator is not reconciling" in c.suspect
+    assert c.suspect_min_grace_s == 300
