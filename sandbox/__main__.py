@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> None:
               f"  GKE API (container v1/v1beta1):  {url}",
               f"  Service Usage API:               {url}",
               f"  control API:                     {url}/_sandbox/  (inventory, requests, faults, clock)",
-              "  gcloud:  gcloud config set api_endpoint_overrides/container " + url + "/",
+              "  gcloud:  export CLOUDSDK_CONFIG=$(mktemp -d)   # keep your real configuration apart",
+              f"           gcloud config set api_endpoint_overrides/container {url}/",
+              f"           gcloud config set api_endpoint_overrides/serviceusage {url}/",
+              "           gcloud config set project sandbox-project",
+              "           gcloud config set auth/disable_credentials true   (or, for kubectl's auth plugin:",
+              "           gcloud config set auth/access_token_file FILE  with any text in FILE)",
               "  flows:   export GKE_LLM_FLOWS_SIMULATED_CLOCK=" + sandbox.flows_clock_env()
               + "   (so the flows' deadlines run on simulated time)",
               "Ctrl-C to stop.", sep="\n", flush=True)
