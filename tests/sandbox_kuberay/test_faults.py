@@ -222,3 +222,19 @@ def test_a_node_type_fault_crashes_only_the_workers_and_leaves_the_head_running(
                  what="workers restarting")
     assert container_state(head(sim))["restartCount"] == 0
     assert pending_head_ready(sim)["status"] == "True"
+
+
+def test_disk_full_evicts_workers_and_kuberay_silently_recreates_them(sim):
+    sim.ctx.faults.add({"kind": "disk_full"})
+    start(sim)
+    first = sim.wait_for(lambda: [w for w in pods(sim, "ray.io/node-type=worker")
+                                  if (w.get("status") or {}).get("reason") == "Evicted"], what="an evicted worker")
+    assert first[0]["status"]["phase"] == "Failed"
+    assert "low on resource: ephemeral-storage" in first[0]["status"]["message"]
+    assert any("ephemeral-storage" in e["message"] for e in events(sim, "Evicted"))
+    evicted = {p["metadata"]["name"] for p in first}
+    sim.wait_for(lambda: any(e["message"].startswith("Deleted Pod") for e in events(sim, "DeletedPod")),
+                 what="KubeRay deleting the Failed pod")
+    sim.wait_for(lambda: len({w["metadata"]["name"] for w in pods(sim, "ray.io/node-type=worker")} - evicted) >= 2,
+                 what="replacement workers")
+    assert pending_app(sim).get("status") == "DEPLOYING" and not is_serving(sim.rayservice())

@@ -17,6 +17,7 @@ with neither they apply to Ray pods (the RayService's workload), never to the op
 - `oom_killed {pod_prefix?, node_type?}`: Ray workers (or the named pods) are OOM-killed during the model load
   -> `lastState.terminated.reason=OOMKilled`, `exitCode: 137`, then `CrashLoopBackOff`.
 - `operator_crashloop`: the KubeRay operator container exits 1 after start (see `programs.py`).
+- `disk_full {pod_prefix?, node_type?}`: Ray workers are evicted for disk pressure (see `eviction.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.kube.controllers import programs
+from sandbox.kube.controllers import eviction, programs
 from sandbox.kube.controllers.base import NODES, PODS, Reconciler, set_condition, take_fault
 from sandbox.kube.controllers.events import record_event
 from sandbox.kube.store import NotFound
@@ -61,6 +62,8 @@ class PodRun:
     container_id: str = field(default_factory=lambda: secrets.token_hex(32))
     events_sent: set[str] = field(default_factory=set)
     ready_recheck_at: float | None = None   # when readiness may change by itself (probe delays)
+    evict_at: float | None = None           # fault disk_full: eviction for disk pressure
+    evicted: bool = False
     admitted_at: float = 0.0
     pulls: dict[str, float] = field(default_factory=dict)   # image -> seconds its pull took
     unready_event_at: float = -1e18
@@ -119,6 +122,8 @@ class Kubelet(Reconciler):
             due = self._init(pod, run, now)
         if due is None and run.init_done_at is not None:
             due = self._run_containers(pod, run, now)
+        if run.evicted:
+            return None
         run.ready_recheck_at = None
         self._write(pod, run, now)
         return min((t for t in (due, run.ready_recheck_at) if t is not None), default=None)
@@ -186,9 +191,14 @@ class Kubelet(Reconciler):
             if run.restart_at is not None and now < run.restart_at:
                 return run.restart_at
             return self._start(pod, run, now)
+        if run.evict_at is not None and now >= run.evict_at:
+            run.evicted = True
+            programs.stopped(self.ctx, pod)
+            eviction.evict(self.ctx, pod, node=run.node)
+            return None
         if run.crash_at is not None and now >= run.crash_at:
             return self._crash(pod, run, now)
-        return run.crash_at
+        return min((t for t in (run.crash_at, run.evict_at) if t is not None), default=None)
 
     def _start(self, pod: dict[str, Any], run: PodRun, now: float) -> float | None:
         run.started_at, run.started_stamp, run.restart_at = now, self.ctx.clock.rfc3339(), None
@@ -200,8 +210,10 @@ class Kubelet(Reconciler):
                          component="kubelet", host=run.node)
         crash = programs.crash_plan(self.ctx, pod)
         run.crash_at, run.crash_reason = (now + crash[0], (crash[1], crash[2])) if crash else (None, ("Error", 1))
+        delay = eviction.eviction_delay_s(self.ctx, pod, programs.node_type(pod))
+        run.evict_at = now + delay if delay is not None else None
         programs.started(self.ctx, pod, run.pod_ip)
-        return run.crash_at
+        return min((t for t in (run.crash_at, run.evict_at) if t is not None), default=None)
 
     def _crash(self, pod: dict[str, Any], run: PodRun, now: float) -> float:
         reason, code = run.crash_reason
