@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox.kube import status as st
-from sandbox.kube.builtin_types import BuiltinDefaults, validate_builtin, validate_metadata
+from sandbox.kube.builtin_types import BuiltinDefaults, validate_builtin, validate_metadata, validate_update
 from sandbox.kube.fields import SchemaNode
 from sandbox.kube.resources import ResourceType, ResourceTypes
 from sandbox.kube.schema import StructuralSchema
@@ -64,6 +64,8 @@ class Admission:
         if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             causes += prepare_crd(obj, creating=old is None, now=self.now())
         causes = validate_metadata(rtype, obj) + causes + validate_builtin(rtype, obj)
+        if old is not None:
+            causes += validate_update(rtype, obj, old)
         if causes:
             raise st.invalid(rtype, str((obj.get("metadata") or {}).get("name") or ""), causes)
         return warnings

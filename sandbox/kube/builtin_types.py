@@ -227,3 +227,46 @@ def _validate_deployment(spec: dict[str, Any]) -> list[Cause]:
                              f"Invalid value: map[string]string{{{shown}}}: `selector` does not match template "
                              "`labels`"))
     return causes
+
+
+# -- update rules (immutable fields) -------------------------------------------------------------------
+_POD_MUTABLE = ("`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,"
+                "`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+                "(allow it to be set to 1 if it was previously negative)")
+
+
+def _pod_spec_frozen(spec: dict[str, Any]) -> dict[str, Any]:
+    """The part of a pod spec that may not change after create."""
+    frozen = {k: v for k, v in spec.items()
+              if k not in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")}
+    for key in ("containers", "initContainers"):
+        if key in frozen:
+            frozen[key] = [{k: v for k, v in c.items() if k != "image"} for c in frozen[key]]
+    return frozen
+
+
+def _go_selector(selector: dict[str, Any]) -> str:
+    labels = ", ".join(f'"{k}":"{v}"' for k, v in sorted((selector.get("matchLabels") or {}).items()))
+    return (f"v1.LabelSelector{{MatchLabels:map[string]string{{{labels}}}, "
+            "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}")
+
+
+def validate_update(rtype: ResourceType, new: dict[str, Any], old: dict[str, Any]) -> list[Cause]:
+    """Fields the real server refuses to change on update, for the built-in kinds we serve."""
+    if rtype.crd_name is not None:
+        return []
+    spec, old_spec = new.get("spec") or {}, old.get("spec") or {}
+    if rtype.kind == "Pod" and _pod_spec_frozen(spec) != _pod_spec_frozen(old_spec):
+        return [_cause("FieldValueForbidden", "spec", f"Forbidden: pod updates may not change fields other than "
+                       f"{_POD_MUTABLE}")]
+    if rtype.kind == "Deployment" and old_spec.get("selector") and spec.get("selector") != old_spec["selector"]:
+        return [_cause("FieldValueInvalid", "spec.selector",
+                       f"Invalid value: {_go_selector(spec.get('selector') or {})}: field is immutable")]
+    if rtype.kind == "Service" and old_spec.get("clusterIP") and spec.get("clusterIP") != old_spec["clusterIP"]:
+        return [_cause("FieldValueInvalid", "spec.clusterIPs[0]",
+                       f'Invalid value: []string{{"{spec.get("clusterIP")}"}}: may not change once set')]
+    if rtype.kind in ("Secret", "ConfigMap") and old.get("immutable"):
+        for field in ("data", "binaryData", "stringData"):
+            if new.get(field) != old.get(field):
+                return [_cause("FieldValueForbidden", field, "Forbidden: field is immutable when `immutable` is set")]
+    return []

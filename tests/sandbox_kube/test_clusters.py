@@ -95,8 +95,8 @@ def test_foreground_deletion_keeps_the_owner_until_dependents_are_gone(core, nam
 
 
 def test_running_pod_deletion_is_graceful(core, kube, namespace):
-    core.create_namespaced_pod(namespace, pod_manifest("worker", terminationGracePeriodSeconds=30))
-    core.patch_namespaced_pod("worker", namespace, {"spec": {"nodeName": "gke-node"}})
+    core.create_namespaced_pod(namespace, pod_manifest("worker", terminationGracePeriodSeconds=30,
+                                                       nodeName="gke-node"))
     core.patch_namespaced_pod_status("worker", namespace, {"status": {"phase": "Running"}})
     answer = core.delete_namespaced_pod("worker", namespace)
     assert answer.metadata.deletion_timestamp and answer.metadata.deletion_grace_period_seconds == 30

@@ -107,3 +107,23 @@ def test_unsupported_patch_type_gets_415(api, kube, namespace):
     status, _, body = raw_request(kube, "PATCH", f"/api/v1/namespaces/{namespace}/configmaps/x", b"{}",
                                   {"Content-Type": "text/plain"})
     assert status == 415 and json.loads(body)["reason"] == "UnsupportedMediaType"
+
+
+def test_immutable_fields_are_refused_on_update(apps, core, namespace):
+    apps.patch_namespaced_deployment("kuberay-operator", namespace, deployment(), field_manager="flows",
+                                     _content_type=APPLY)
+    changed = deployment()
+    changed["spec"]["selector"]["matchLabels"] = changed["spec"]["template"]["metadata"]["labels"] = {"app": "new"}
+    with pytest.raises(kubernetes.client.ApiException) as caught:
+        apps.patch_namespaced_deployment("kuberay-operator", namespace, changed, field_manager="flows",
+                                         force=True, _content_type=APPLY)
+    assert caught.value.status == 422
+    assert json.loads(caught.value.body)["details"]["causes"][0]["field"] == "spec.selector"
+    assert "field is immutable" in json.loads(caught.value.body)["message"]
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "p"}, "spec": {
+        "containers": [{"name": "c", "image": "x:1"}]}})
+    core.patch_namespaced_pod("p", namespace, {"spec": {"containers": [{"name": "c", "image": "x:2"}]}})
+    with pytest.raises(kubernetes.client.ApiException) as caught:
+        core.patch_namespaced_pod("p", namespace, {"spec": {"restartPolicy": "Never"}})
+    assert json.loads(caught.value.body)["message"].startswith(
+        'Pod "p" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`')
