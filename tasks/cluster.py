@@ -26,7 +26,7 @@ from blocks.errors import (
     WaitTimedOut,
     only_transient_errors,
 )
-from blocks.render_gke import create_cluster_request
+from blocks.render_gke import DEFAULT_POOL_NAME, create_cluster_request
 from blocks.spec import StackSpec
 from tasks.clock import Clock, SystemClock
 from tasks.gateways.gke import ClusterRef, GkeGateway
@@ -208,6 +208,20 @@ def _wait_in_flight(gke: GkeGateway, ref: ClusterRef, plan: Plan, *, wait, clock
     return f"waited for {op.name} ({plan.reason})"
 
 
+def check_no_foreign_pools(live: T.Cluster, stack: str) -> None:
+    """Raise NotOursError when the cluster holds node pools someone else added (pure).
+
+    Deleting a cluster deletes every pool in it, so a pool without our owner labels (other than the
+    default pool created with the cluster) makes the cluster someone else's business too.
+    """
+    foreign = sorted(p.name for p in live.node_pools if p.name != DEFAULT_POOL_NAME
+                     and not owner.is_ours(dict(p.config.resource_labels), stack))
+    if foreign:
+        raise NotOursError(f"cluster {live.name!r} holds node pool(s) {foreign} without our owner labels for "
+                           f"stack {stack!r}; deleting the cluster would delete them too, so we keep it. Remove "
+                           "those pools yourself, or keep the cluster (lifecycle.delete_cluster_on_teardown: false)")
+
+
 @task(retries=2, retry_delay_seconds=[15, 60], retry_condition_fn=only_transient_errors, cache_policy=NO_CACHE)
 def delete_cluster(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None = None) -> bool:
     """Delete the spec's cluster and wait until it is gone. Idempotent: absent is success.
@@ -223,6 +237,7 @@ def delete_cluster(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None = No
         log.info("cluster %s: already gone", ref.path)
         return False
     check_owner("cluster", ref.name, dict(live.resource_labels), spec.name)
+    check_no_foreign_pools(live, spec.name)
     if live.status in _BUSY:
         settle_operation_in_flight(gke, ref, ref.path, what=f"before deleting cluster {ref.path}", clock=clock,
                                    log=log, timeout_s=deadline - clock.monotonic())

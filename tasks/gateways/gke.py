@@ -46,8 +46,6 @@ from blocks.errors import (
 from tasks.clock import Clock, SystemClock
 
 GKE_API_BASE = "https://container.googleapis.com"
-_READ_TIMEOUT_S = 30.0
-_WRITE_TIMEOUT_S = 60.0
 _BUSY_PATTERNS = ("please wait and try again", "incompatible operation", "operation in progress",
                   "is currently")
 _STOCKOUT_PATTERNS = ("gce_stockout", "zone_resource_pool_exhausted", "does not have enough resources",
@@ -57,6 +55,7 @@ _QUOTA_PATTERNS = ("quota",)
 _CONDITION_STOCKOUT, _CONDITION_QUOTA = 1, 3
 
 R = TypeVar("R")
+_SDK_ERRORS = (gexc.GoogleAPIError, requests.exceptions.RequestException, gauth_exc.GoogleAuthError)
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,14 @@ class RetryPolicy:
     max_s: float = 30.0
     multiplier: float = 2.0
     budget_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class CallTimeouts:
+    """Per-request HTTP timeouts in real seconds (the socket's, not the clock's); a timeout is retried."""
+
+    read_s: float = 30.0
+    write_s: float = 60.0
 
 
 def backoff_delay_s(attempt: int, *, initial_s: float, max_s: float, multiplier: float,
@@ -165,17 +172,18 @@ class GkeGateway:
 
     def __init__(self, client: container_v1.ClusterManagerClient, http: requests.Session, *,
                  api_base: str, clock: Clock | None = None, retry: RetryPolicy | None = None,
-                 log: logging.Logger | None = None, rng: random.Random | None = None):
+                 timeouts: CallTimeouts | None = None, log: logging.Logger | None = None,
+                 rng: random.Random | None = None):
         self._client, self._http, self._api_base = client, http, api_base.rstrip("/")
         self._clock = clock or SystemClock()
-        self._retry = retry or RetryPolicy()
+        self._retry, self._timeouts = retry or RetryPolicy(), timeouts or CallTimeouts()
         self._log = log or logging.getLogger(__name__)
         self._rng = rng or random.Random()
 
     @classmethod
     def connect(cls, credentials: google.auth.credentials.Credentials, *, api_endpoint: str | None = None,
                 clock: Clock | None = None, retry: RetryPolicy | None = None,
-                log: logging.Logger | None = None) -> GkeGateway:
+                timeouts: CallTimeouts | None = None, log: logging.Logger | None = None) -> GkeGateway:
         """Build the REST client and HTTP session for `api_endpoint` (None: real GKE).
 
         An override needs its scheme (`http://127.0.0.1:PORT`); without one the client assumes https.
@@ -186,7 +194,8 @@ class GkeGateway:
                                  "use e.g. 'http://127.0.0.1:8089' or 'https://container.googleapis.com'")
         client = container_v1.ClusterManagerClient(
             transport="rest", credentials=credentials, client_options={"api_endpoint": base})
-        return cls(client, AuthorizedSession(credentials), api_base=base, clock=clock, retry=retry, log=log)
+        return cls(client, AuthorizedSession(credentials), api_base=base, clock=clock, retry=retry,
+                   timeouts=timeouts, log=log)
 
     # -- the retry loop ---------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], R]) -> R:
@@ -196,7 +205,7 @@ class GkeGateway:
         while True:
             try:
                 return fn()
-            except (gexc.GoogleAPIError, requests.exceptions.RequestException, gauth_exc.GoogleAuthError) as e:
+            except _SDK_ERRORS as e:
                 error = classify_error(e, what)
                 delay = backoff_delay_s(attempt, initial_s=self._retry.initial_s, max_s=self._retry.max_s,
                                         multiplier=self._retry.multiplier, rng=self._rng)
@@ -217,44 +226,44 @@ class GkeGateway:
     def get_cluster(self, ref: ClusterRef) -> T.Cluster | None:
         """Return the cluster, or None when it does not exist."""
         return self._absent_is_none(f"get cluster {ref.path}", lambda: self._client.get_cluster(
-            name=ref.path, retry=None, timeout=_READ_TIMEOUT_S))
+            name=ref.path, retry=None, timeout=self._timeouts.read_s))
 
     def list_clusters(self, project: str, location: str) -> list[T.Cluster]:
         """Return the clusters in `location` ("-" for every location) of `project`."""
         parent = f"projects/{project}/locations/{location}"
         response = self._call(f"list clusters in {parent}", lambda: self._client.list_clusters(
-            parent=parent, retry=None, timeout=_READ_TIMEOUT_S))
+            parent=parent, retry=None, timeout=self._timeouts.read_s))
         return list(response.clusters)
 
     def create_cluster(self, ref: ClusterRef, cluster: T.Cluster) -> T.Operation:
         """Start creating `cluster` in `ref`'s location. Raises AlreadyExists on 409."""
         return self._call(f"create cluster {ref.path}", lambda: self._client.create_cluster(
-            parent=ref.location_path, cluster=cluster, retry=None, timeout=_WRITE_TIMEOUT_S))
+            parent=ref.location_path, cluster=cluster, retry=None, timeout=self._timeouts.write_s))
 
     def delete_cluster(self, ref: ClusterRef) -> T.Operation | None:
         """Start deleting the cluster; None when it is already gone."""
         return self._absent_is_none(f"delete cluster {ref.path}", lambda: self._client.delete_cluster(
-            name=ref.path, retry=None, timeout=_WRITE_TIMEOUT_S))
+            name=ref.path, retry=None, timeout=self._timeouts.write_s))
 
     def set_cluster_labels(self, ref: ClusterRef, labels: dict[str, str], *,
                            fingerprint: str) -> T.Operation:
         """Replace the cluster's resource labels (optimistic concurrency through `fingerprint`)."""
         request = T.SetLabelsRequest(name=ref.path, resource_labels=labels, label_fingerprint=fingerprint)
         return self._call(f"set labels on cluster {ref.path}", lambda: self._client.set_labels(
-            request=request, retry=None, timeout=_WRITE_TIMEOUT_S))
+            request=request, retry=None, timeout=self._timeouts.write_s))
 
     # -- node pools -------------------------------------------------------------------------------
     def list_node_pools(self, ref: ClusterRef) -> list[T.NodePool]:
         """Return the cluster's node pools."""
         response = self._call(f"list node pools of {ref.path}", lambda: self._client.list_node_pools(
-            parent=ref.path, retry=None, timeout=_READ_TIMEOUT_S))
+            parent=ref.path, retry=None, timeout=self._timeouts.read_s))
         return list(response.node_pools)
 
     def get_node_pool(self, ref: ClusterRef, pool: str) -> T.NodePool | None:
         """Return the node pool, or None when it (or its cluster) does not exist."""
-        return self._absent_is_none(f"get node pool {ref.node_pool_path(pool)}",
-                                    lambda: self._client.get_node_pool(
-                                        name=ref.node_pool_path(pool), retry=None, timeout=_READ_TIMEOUT_S))
+        path = ref.node_pool_path(pool)
+        return self._absent_is_none(f"get node pool {path}", lambda: self._client.get_node_pool(
+            name=path, retry=None, timeout=self._timeouts.read_s))
 
     def create_node_pool(self, ref: ClusterRef, pool: T.NodePool, *,
                          host_maintenance_interval: str | None = None) -> T.Operation:
@@ -264,24 +273,25 @@ class GkeGateway:
         """
         what = f"create node pool {ref.node_pool_path(pool.name)}"
         if host_maintenance_interval:
-            return self._call(what, lambda: self._post_v1beta1_node_pool(ref, pool, host_maintenance_interval))
+            return self._call(what, lambda: self._post_v1beta1_node_pool(ref, pool,
+                                                                         host_maintenance_interval))
         return self._call(what, lambda: self._client.create_node_pool(
-            parent=ref.path, node_pool=pool, retry=None, timeout=_WRITE_TIMEOUT_S))
+            parent=ref.path, node_pool=pool, retry=None, timeout=self._timeouts.write_s))
 
     def _post_v1beta1_node_pool(self, ref: ClusterRef, pool: T.NodePool, interval: str) -> T.Operation:
         body = json.loads(json_format.MessageToJson(T.NodePool.pb(pool)))
         body.setdefault("config", {})["hostMaintenancePolicy"] = {"maintenanceInterval": interval}
         response = self._http.post(f"{self._api_base}/v1beta1/{ref.path}/nodePools",
-                                   json={"nodePool": body}, timeout=_WRITE_TIMEOUT_S)
+                                   json={"nodePool": body}, timeout=self._timeouts.write_s)
         if response.status_code >= 400:
             raise gexc.from_http_response(response)
         return T.Operation.from_json(response.text, ignore_unknown_fields=True)
 
     def delete_node_pool(self, ref: ClusterRef, pool: str) -> T.Operation | None:
         """Start deleting the node pool; None when it is already gone."""
-        return self._absent_is_none(f"delete node pool {ref.node_pool_path(pool)}",
-                                    lambda: self._client.delete_node_pool(
-                                        name=ref.node_pool_path(pool), retry=None, timeout=_WRITE_TIMEOUT_S))
+        path = ref.node_pool_path(pool)
+        return self._absent_is_none(f"delete node pool {path}", lambda: self._client.delete_node_pool(
+            name=path, retry=None, timeout=self._timeouts.write_s))
 
     def set_node_pool_labels(self, ref: ClusterRef, pool: str, labels: dict[str, str]) -> T.Operation:
         """Replace the GCE resource labels of the pool's VMs (an update that recreates no node)."""
@@ -289,24 +299,24 @@ class GkeGateway:
                                           resource_labels=T.ResourceLabels(labels=labels))
         return self._call(f"update labels of node pool {ref.node_pool_path(pool)}",
                           lambda: self._client.update_node_pool(request=request, retry=None,
-                                                                timeout=_WRITE_TIMEOUT_S))
+                                                                timeout=self._timeouts.write_s))
 
     def set_node_pool_size(self, ref: ClusterRef, pool: str, node_count: int) -> T.Operation:
         """Resize the node pool to `node_count` nodes per zone."""
         return self._call(f"resize node pool {ref.node_pool_path(pool)} to {node_count}",
                           lambda: self._client.set_node_pool_size(
                               name=ref.node_pool_path(pool), node_count=node_count, retry=None,
-                              timeout=_WRITE_TIMEOUT_S))
+                              timeout=self._timeouts.write_s))
 
     # -- operations -------------------------------------------------------------------------------
     def get_operation(self, ref: ClusterRef, operation_name: str) -> T.Operation:
         """Return the operation's current state."""
         path = ref.operation_path(operation_name)
         return self._call(f"get operation {path}", lambda: self._client.get_operation(
-            name=path, retry=None, timeout=_READ_TIMEOUT_S))
+            name=path, retry=None, timeout=self._timeouts.read_s))
 
     def list_operations(self, ref: ClusterRef) -> list[T.Operation]:
         """Return the operations GKE lists for `ref`'s location (all clusters there)."""
         response = self._call(f"list operations in {ref.location_path}", lambda: self._client.list_operations(
-            parent=ref.location_path, retry=None, timeout=_READ_TIMEOUT_S))
+            parent=ref.location_path, retry=None, timeout=self._timeouts.read_s))
         return list(response.operations)

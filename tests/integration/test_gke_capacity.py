@@ -104,3 +104,13 @@ def test_a_pool_running_somewhere_the_spec_no_longer_allows_is_drift_not_a_silen
         ensure_gpu_capacity.fn(gke, narrowed, clock=clock)
     assert writes(sandbox, spec.cluster.name, since=since) == []
 
+
+
+def test_an_on_demand_stockout_in_every_zone_falls_back_to_spot_in_the_first(sandbox, clock):
+    spec, gke = _stack(sandbox, clock, capacity_modes=["on-demand", "spot"], fallback_zones=["us-east5-b"])
+    sandbox.inject({"kind": "stockout", "cluster": spec.cluster.name, "capacity": "on-demand"})
+    result = ensure_gpu_capacity.fn(gke, spec, clock=clock)
+    assert [(str(a.placement), a.outcome) for a in result.attempts] == [
+        ("on-demand in us-east5-a", "Stockout"), ("on-demand in us-east5-b", "Stockout"),
+        ("spot in us-east5-a", "running")]
+    assert result.pool.live.config.spot

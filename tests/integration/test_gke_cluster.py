@@ -185,3 +185,12 @@ def test_list_clusters_finds_ours_by_its_labels(sandbox, spec, gke, clock):
     ensure_cluster.fn(gke, spec, clock=clock, lease_expiry_epoch_s=123)
     listed = {c.name: dict(c.resource_labels) for c in gke.list_clusters("sandbox-project", "us-east5-a")}
     assert listed[spec.cluster.name] == owner_labels("llm", lease_expiry_epoch_s=123)
+
+
+def test_gke_s_own_upgrade_right_after_create_is_waited_out(sandbox, spec, gke, clock):
+    sandbox.inject({"kind": "auto_upgrade", "cluster": spec.cluster.name, "duration_s": 600, "times": 1})
+    result = ensure_cluster.fn(gke, spec, clock=clock)
+    assert result.steps[0].startswith("created")
+    assert result.steps[1].startswith("waited for") and "RECONCILING" in result.steps[1]
+    assert cluster_inventory(sandbox, spec.cluster.name)["status"] == "RUNNING"
+    assert len(writes(sandbox, spec.cluster.name)) == 1

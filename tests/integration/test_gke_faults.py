@@ -116,3 +116,28 @@ def test_thirty_percent_transient_faults_still_converge_without_duplicates_or_le
     created = [op.operation_type.name for op in gke.list_operations(cluster_ref(spec))
                if op.operation_type.name.startswith("CREATE")]
     assert sorted(created) == ["CREATE_CLUSTER", "CREATE_NODE_POOL"]
+
+
+
+def test_a_create_whose_answer_times_out_is_retried_without_a_duplicate(sandbox, stack, clock):
+    from sandbox.testing import wait_for
+    from tasks.gateways.gke import CallTimeouts, GkeGateway, RetryPolicy
+    from tasks.gke_credentials import gke_credentials
+
+    spec, _ = stack
+    impatient = GkeGateway.connect(gke_credentials(None, api_endpoint=spec.cluster.api_endpoint),
+                                   api_endpoint=spec.cluster.api_endpoint, clock=clock,
+                                   retry=RetryPolicy(budget_s=6 * 3600), timeouts=CallTimeouts(read_s=5, write_s=0.5))
+    sandbox.inject({"kind": "slow_response", "method": "POST", "path": "/v1beta1/", "delay_s": 1.5, "times": 1})
+    since = next_seq(sandbox)
+    ensure_gpu_node_pool.fn(impatient, spec, clock=clock)
+    assert pool_inventory(sandbox, spec.cluster.name, POOL)["status"] == "RUNNING"
+
+    def both_answered():
+        posts = [e["status"] for e in gke_requests(sandbox, spec.cluster.name, since=since) if e["method"] == "POST"]
+        return len(posts) == 2 and None not in posts and sorted(posts)
+    # The retry created the pool; the slow original landed afterwards and met 409: one pool, one create.
+    assert wait_for(both_answered, timeout_s=10, what="both POSTs answered") == [200, 409]
+    creates = [op for op in impatient.list_operations(cluster_ref(spec))
+               if op.operation_type.name == "CREATE_NODE_POOL"]
+    assert len(creates) == 1

@@ -165,3 +165,19 @@ def test_delete_waits_until_the_pool_and_its_bill_are_gone_and_repeats_as_a_no_o
 def test_delete_without_a_cluster_is_success(sandbox, clock):
     spec = make_spec(sandbox)
     assert delete_gpu_node_pool.fn(connect(spec, clock), spec, clock=clock) is False
+
+
+def test_a_pool_create_right_after_the_cluster_create_retries_through_gke_s_own_upgrade(sandbox, clock):
+    from tasks.cluster import desired_cluster
+    from tasks.gke_operations import wait_for_gke_operation
+
+    spec = make_spec(sandbox)
+    gke = connect(spec, clock)
+    sandbox.inject({"kind": "auto_upgrade", "cluster": spec.cluster.name, "duration_s": 900, "times": 1})
+    created = gke.create_cluster(cluster_ref(spec), desired_cluster(spec))
+    wait_for_gke_operation(gke, cluster_ref(spec), created, what="create", timeout_s=6 * 3600, clock=clock)
+    since = next_seq(sandbox)
+    ensure_gpu_node_pool.fn(gke, spec, clock=clock)
+    answers = [e["status"] for e in gke_requests(sandbox, spec.cluster.name, since=since) if e["method"] == "POST"]
+    assert answers[0] == 400 and answers[-1] == 200              # busy while upgrading, then created
+    assert pool_inventory(sandbox, spec.cluster.name, POOL)["status"] == "RUNNING"
