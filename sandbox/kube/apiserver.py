@@ -4,6 +4,12 @@ It authenticates as GKE does from the client's side (any non-empty bearer token)
 `kube_transient` and `watch_disconnect` faults, routes `/api` and `/apis` paths to discovery, the
 REST verbs (`verbs.py`), watch streams (`watch.py`) and the service proxy (`proxy.py`), and renders
 every failure as the Status object the real server sends. Bearer tokens are never logged.
+
+Faults (from `ctx.faults`; `times`/`rate` as in sandbox/faults.py):
+- `kube_transient` {status: 429|500|503|504 (default 503), path (exact, or a prefix ending in `*`),
+  method, cluster (GKE cluster name)}: answer that Status instead (429/503 carry `Retry-After: 1`).
+- `watch_disconnect` {path, cluster, after_s (default 0.2 real seconds)}: the next matching watch stream
+  ends early, as when a load balancer drops an idle connection.
 """
 
 from __future__ import annotations

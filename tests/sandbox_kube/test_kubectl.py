@@ -115,3 +115,27 @@ def test_kubectl_create_generators_send_protobuf_that_the_server_reads(fresh_clu
     assert kubectl("get", "configmap", "settings", "-n", "llm", "-o", "jsonpath={.data.mode}").stdout == "fast"
     refused = kubectl("create", "deployment", "web", "--image=nginx", "-n", "llm", check=False)
     assert refused.returncode == 1 and "protobuf bodies of kind 'Deployment' are not supported" in refused.stderr
+
+
+def test_kubectl_logs_events_and_watch_tables(fresh_cluster, tmp_path):
+    kubectl = Kubectl(fresh_cluster, tmp_path)
+    store = fresh_cluster.ctx.store
+    store.create(("", "pods"), {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kuberay-operator-0",
+                                                                                 "namespace": "default"},
+                                "spec": {"containers": [{"name": "kuberay-operator", "image": "x:1"}]},
+                                "status": {"phase": "Running", "containerStatuses": [
+                                    {"name": "kuberay-operator", "ready": True, "restartCount": 0,
+                                     "state": {"running": {}}}]}})
+    fresh_cluster.ctx.pod_logs.write("default", "kuberay-operator-0", "kuberay-operator", "Starting workers")
+    assert kubectl("logs", "kuberay-operator-0").stdout == "Starting workers\n"
+    store.create(("", "events"), {"apiVersion": "v1", "kind": "Event", "metadata": {
+        "name": "gpu.1", "namespace": "default"}, "type": "Warning", "reason": "FailedScheduling",
+        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+        "involvedObject": {"kind": "Pod", "name": "gpu", "namespace": "default"},
+        "lastTimestamp": fresh_cluster.ctx.clock.rfc3339()})
+    events = kubectl("get", "events").stdout.splitlines()
+    assert events[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert events[1].split()[1:5] == ["Warning", "FailedScheduling", "pod/gpu", "0/1"]
+    watched = kubectl("get", "pods", "-w", "--request-timeout=2s", check=False).stdout.splitlines()
+    assert watched[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert watched[1].split()[:3] == ["kuberay-operator-0", "1/1", "Running"]
