@@ -8,6 +8,7 @@ lost updates. Watches are streamed by `watch.py`.
 from __future__ import annotations
 
 import copy
+import pickle
 import uuid
 from typing import Any
 
@@ -233,7 +234,8 @@ class Verbs:
         force = req.query.get("force", "false").lower() == "true"
         ctx = self._context(req, req.subresource or "")
         try:
-            result = server_side_apply(live, applied, ctx, force=force)
+            # The merge takes ownership of what it is given; `live` must stay intact for the no-op check.
+            result = server_side_apply(_clone(live) if live is not None else None, applied, ctx, force=force)
         except ApplyConflict as e:
             raise st.ApiError(409, "Conflict", str(e), {"causes": [
                 {"reason": "FieldManagerConflict", "message": f'conflict with "{c.manager}" using {c.api_version}',
@@ -323,6 +325,10 @@ class Verbs:
                     self.deleter.delete(req.rtype, live, policy=req.query.get("propagationPolicy", "Background"))
                     deleted.append(shaped(req.rtype, live))
         return ApiReply(200, {**listed, "items": deleted})
+
+
+def _clone(obj: dict[str, Any]) -> dict[str, Any]:
+    return pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
 
 def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
