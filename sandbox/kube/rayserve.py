@@ -2,7 +2,8 @@
 
 When a Ray head container starts, its dashboard listens on port 8265 (`ctx.pod_ports`), where the
 KubeRay operator PUTs the JSON form of `serveConfigV2` and GETs `/api/serve/applications/`, as the
-real operator does. Serve reads that config honestly: `import_path` must be Ray Serve LLM's
+real operator does. `GET /nodes?view=summary` (the dashboard's Cluster tab) reports each Ray node's
+disk, which fills as the weights download: the guide's way of watching the download. Serve reads that config honestly: `import_path` must be Ray Serve LLM's
 `ray.serve.llm:build_openai_app`, each `llm_configs` entry gives `model_id`, `model_source`,
 `accelerator_type` and `tensor_parallel_size` x `pipeline_parallel_size` GPUs, and deployments are
 named as the head image's Ray version reports them (>= 2.49: `LLMServer:<model_id>` + `OpenAiIngress`;
@@ -170,6 +171,12 @@ class RayServe:
         if path == "/api/version/":
             return _json(200, {"version": "4", "ray_version": ".".join(map(str, self.ray_version)) + ".0",
                                "ray_commit": "0" * 40})
+        if path == "/nodes/" and "view=summary" in request.query:
+            from sandbox.kube import rayserve_status
+            with self._lock:
+                self._refresh(self.ctx.clock.elapsed_s())
+                summary = rayserve_status.node_summary(self)
+            return _json(200, {"result": True, "msg": "Node summary fetched.", "data": {"summary": summary}})
         if path != SERVE_API:
             return HttpResponse(404, b"404: Not Found", {"content-type": "text/plain"})
         if request.method == "GET":

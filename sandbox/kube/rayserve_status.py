@@ -193,3 +193,38 @@ def _engine_error(model_id: str) -> str:
             "self._start_engine()\n  File \".../vllm/v1/engine/core.py\", line 83, in __init__\n    "
             "self.model_executor = executor_class(vllm_config)\nRuntimeError: Engine core initialization failed. "
             f"See root cause above. Failed core proc(s): {{}} (model_id={model_id!r})")
+
+
+def node_summary(serve: RayServe) -> list[dict[str, Any]]:
+    """Ray nodes as the dashboard's `/nodes?view=summary` lists them (trimmed): the disk of a worker
+    grows with the weight download of the replica placed on it."""
+    kube = serve.ctx.profile.get("kube", {})
+    now = serve.ctx.clock.elapsed_s()
+    pods, _ = serve.ctx.store.list(PODS, serve.namespace, f"ray.io/cluster={serve.cluster}")
+    nodes = []
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status") or {}
+        if status.get("phase") != "Running" or pod["metadata"].get("deletionTimestamp"):
+            continue
+        head = (pod["metadata"].get("labels") or {}).get("ray.io/node-type") == "head"
+        total = float(kube.get("ray_head_disk_gb" if head else "ray_worker_disk_gb", 100 if head else 6000)) * 1e9
+        used = float(kube.get("image_sizes_gb", {}).get("rayproject/ray-llm", 10.5)) * 1e9
+        used += 0 if head else _downloaded_bytes(serve, pod["metadata"]["uid"], now)
+        nodes.append({"hostname": pod["metadata"]["name"], "ip": status.get("podIP", ""),
+                      "raylet": {"nodeId": pod["metadata"]["uid"].replace("-", "")[:28], "state": "ALIVE",
+                                 "isHeadNode": head, "nodeManagerAddress": status.get("podIP", "")},
+                      "disk": {"/": {"total": int(total), "used": int(used), "free": int(total - used),
+                                     "percent": round(100 * used / total, 1)}}})
+    return nodes
+
+
+def _downloaded_bytes(serve: RayServe, uid: str, now: float) -> float:
+    for run in serve.apps.values():
+        if run.replica_at is None or not run.llms or not any(u == uid for u, _, _ in run.replica_key):
+            continue
+        size = (run.llms[0].size_gb or 0) * 1e9
+        if run.download_s <= 0 or (run.llms[0].source, frozenset(u for u, _, _ in run.replica_key)) in \
+                serve.downloaded:
+            return size
+        return size * min(1.0, (now - run.replica_at) / run.download_s)
+    return 0.0

@@ -170,7 +170,7 @@ def events(sim: Sim, reason: str | None = None) -> list[dict[str, Any]]:
     return [e for e in items if reason is None or e["reason"] == reason]
 
 
-def call_service(sim: Sim, service: str, port: int, method: str, path: str, body: Any = None):
+def call_service(sim: Sim, service: str, port: int, method: str, path: str, body: Any = None, query: str = ""):
     """Reach a Service the way the API server's proxy does: a ready pod behind it, its port handler."""
     import json
 
@@ -183,4 +183,4 @@ def call_service(sim: Sim, service: str, port: int, method: str, path: str, body
     handler = sim.ctx.pod_ports.handler("default", ready[0]["metadata"]["name"], port)
     assert handler is not None, f"nothing listens on {ready[0]['metadata']['name']}:{port}"
     payload = json.dumps(body).encode() if body is not None else b""
-    return handler(HttpRequest(method, path, "", {"content-type": "application/json"}, payload))
+    return handler(HttpRequest(method, path, query, {"content-type": "application/json"}, payload))

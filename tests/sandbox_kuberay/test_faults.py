@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -9,6 +11,7 @@ from tests.sandbox_kuberay.conftest import (
     DEPLOYMENTS,
     RAYSERVICES,
     add_guide_nodes,
+    call_service,
     condition,
     container_state,
     events,
@@ -231,10 +234,25 @@ def test_disk_full_evicts_workers_and_kuberay_silently_recreates_them(sim):
                                   if (w.get("status") or {}).get("reason") == "Evicted"], what="an evicted worker")
     assert first[0]["status"]["phase"] == "Failed"
     assert "low on resource: ephemeral-storage" in first[0]["status"]["message"]
-    assert any("ephemeral-storage" in e["message"] for e in events(sim, "Evicted"))
+    sim.wait_for(lambda: any("ephemeral-storage" in e["message"] for e in events(sim, "Evicted")),
+                 what="the kubelet's Evicted event")
     evicted = {p["metadata"]["name"] for p in first}
     sim.wait_for(lambda: any(e["message"].startswith("Deleted Pod") for e in events(sim, "DeletedPod")),
                  what="KubeRay deleting the Failed pod")
     sim.wait_for(lambda: len({w["metadata"]["name"] for w in pods(sim, "ray.io/node-type=worker")} - evicted) >= 2,
                  what="replacement workers")
     assert pending_app(sim).get("status") == "DEPLOYING" and not is_serving(sim.rayservice())
+
+
+def test_the_dashboards_node_summary_shows_the_disk_filling_during_the_download(sim):
+    start(sim)
+    sim.wait_for(lambda: "taken more than 30s to initialize" in str(pending_app(sim)), what="download under way")
+    cluster = sim.rayservice()["status"]["pendingServiceStatus"]["rayClusterName"]
+
+    def worker_disk_used():
+        reply = call_service(sim, f"{cluster}-head-svc", 8265, "GET", "/nodes", query="view=summary")
+        nodes = json.loads(reply.body)["data"]["summary"]
+        return max(n["disk"]["/"]["used"] for n in nodes if not n["raylet"]["isHeadNode"])
+    first = worker_disk_used()
+    sim.ctx.clock.sleep(300)
+    assert worker_disk_used() > first + 100e9      # ~700 MB/s for 5 minutes

@@ -119,7 +119,7 @@ def test_losing_a_gpu_node_while_serving_makes_the_app_unhealthy_and_the_worker_
     rs = bring_up(sim)
     sim.ctx.faults.add({"kind": "node_lost", "times": 1})
     sim.wait_for(lambda: len(sim.store.list(("", "nodes"))[0]) == 2, what="a node gone")
-    assert events(sim, "RemovingNode")
+    sim.wait_for(lambda: events(sim, "RemovingNode"), what="the node controller's RemovingNode event")
     sim.wait_for(lambda: active(sim.rayservice())["applicationStatuses"]["llm_app"]["status"] == "UNHEALTHY",
                  what="app UNHEALTHY")
     cluster = active(rs)["rayClusterName"]
