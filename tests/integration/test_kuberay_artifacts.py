@@ -33,7 +33,7 @@ def harness():
 
 @pytest.fixture(scope="module")
 def box():
-    yield from kube_sandbox(time_scale=120.0, profile="fast", gpu_nodes=2)
+    yield from kube_sandbox(time_scale=40.0, profile="fast", gpu_nodes=2)
 
 
 def read_back(flow_run_id):
