@@ -152,7 +152,8 @@ class KubeApiServer:
         if watch and request.method == "GET":
             return self._watch(req)
         reply: ApiReply = await run_in_threadpool(self._verb(req))
-        return _json(reply.body, reply.status, reply.headers, reply.warnings)
+        deprecated = [rtype.deprecation_warning] if rtype.deprecation_warning else []
+        return _json(reply.body, reply.status, reply.headers, deprecated + reply.warnings)
 
     def _verb(self, req: ApiRequest):
         method, named = req.method, req.name is not None

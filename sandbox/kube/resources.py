@@ -29,6 +29,7 @@ class ResourceType:
     storage: tuple[str, str] | None = None     # store key when it differs from (group, plural)
     crd_name: str | None = None                # set for custom resources
     printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+    deprecation_warning: str | None = None     # sent as a Warning header on every request, as the server does
 
     @property
     def key(self) -> tuple[str, str]:
@@ -106,7 +107,10 @@ def crd_types(crd: dict[str, Any]) -> list[ResourceType]:
             short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
             status_subresource="status" in (version.get("subresources") or {}),
             crd_name=crd["metadata"]["name"],
-            printer_columns=tuple(version.get("additionalPrinterColumns") or ())))
+            printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
+            deprecation_warning=(version.get("deprecationWarning") or
+                                 f"{spec['group']}/{version['name']} {names['kind']} is deprecated")
+            if version.get("deprecated") else None))
     return types
 
 

@@ -173,3 +173,13 @@ def test_server_side_apply_with_an_undeclared_field_gets_400(custom, installed_c
     assert json.loads(caught.value.body)["message"] == (
         f"failed to create typed patch object ({namespace}/deepseek-r1; ray.io/v1, Kind=RayService): "
         ".spec.rayClusterConfig.headGroupSpec.bogus: field not declared in schema")
+
+
+def test_deprecated_crd_versions_answer_with_their_deprecation_warning(kube, installed_crds, namespace):
+    from tests.sandbox_kube.conftest import raw_request
+
+    status, headers, _ = raw_request(kube, "GET", f"/apis/ray.io/v1alpha1/namespaces/{namespace}/rayservices")
+    assert status == 200
+    assert headers["warning"] == ('299 - "ray.io/v1alpha1 RayService is deprecated; use ray.io/v1 RayService. '
+                                  'v1alpha1 receives no new fields and will be unavailable in KubeRay 1.9."')
+    assert "warning" not in raw_request(kube, "GET", f"/apis/ray.io/v1/namespaces/{namespace}/rayservices")[1]
