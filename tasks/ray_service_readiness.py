@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from tasks.ray_service_download import DiskTrend
 from tasks.waiting import Look, State
 
 Obj = dict[str, Any]
@@ -32,6 +33,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
 MESSAGE_CHARS = 300
 UNRECONCILED_GRACE_S = 300.0
+DISK_STEP_GB = 50                        # report the download in steps (one log line per step)
 SCHEDULING_WORDS = "to be scheduled"     # Serve: "replicas that have taken more than 30s to be scheduled"
 ENGINE_WORDS = ("engine", "safetensors", "cuda graph", "compil", "warm")
 
@@ -55,6 +57,7 @@ class Observation:
     events: list[Obj] = field(default_factory=list)
     nodes: list[Obj] = field(default_factory=list)
     gpu_capacity_coming: bool = False    # the caller knows GPU nodes are being created (node pool op)
+    disk: DiskTrend | None = None         # the Ray workers' disks (the weight download), when known
 
 
 @dataclass(frozen=True)
@@ -213,8 +216,9 @@ def _phase(rs: Obj, pods: list[Obj], obs: Observation) -> Phase:
     if SCHEDULING_WORDS in text:
         return Phase.GPU_NODES
     # Serve's status does not tell a weight download from an engine start (both are the replica's
-    # constructor: "taken more than 30s to initialize"); only an explicit engine message does.
-    if any(word in text for word in ENGINE_WORDS):
+    # constructor: "taken more than 30s to initialize"): an engine message or disks that grew and
+    # stopped growing do.
+    if any(word in text for word in ENGINE_WORDS) or (obs.disk is not None and obs.disk.growing is False):
         return Phase.ENGINE_START
     return Phase.WEIGHT_DOWNLOAD
 
@@ -241,7 +245,9 @@ def _detail(rs: Obj, pods: list[Obj], phase: Phase, obs: Observation) -> str:
                 f"{ready.get('reason', '')}, endpoints={status.get('numServeEndpoints') or 0}, "
                 f"observedGeneration={status.get('observedGeneration')} of "
                 f"{(rs.get('metadata') or {}).get('generation')})")
-    return f"{which} cluster {_current_cluster(status)}: apps {apps_text}"
+    disk = "" if obs.disk is None else (f"; worker disk ~{DISK_STEP_GB * round(obs.disk.used_gb / DISK_STEP_GB):.0f}"
+                                        f" GB used{', growing' if obs.disk.growing else ''}")
+    return f"{which} cluster {_current_cluster(status)}: apps {apps_text}{disk}"
 
 
 def _unreconciled_suspect(rs: Obj) -> str | None:
@@ -253,7 +259,10 @@ def _unreconciled_suspect(rs: Obj) -> str | None:
 
 
 def _unschedulable_suspect(pods: list[Obj], obs: Observation) -> str | None:
-    stuck = [p for p in pods if _unscheduled(p)]
+    # Only pods the scheduler tried and refused (PodScheduled=False): a pod it has not looked at yet
+    # (a busy control plane) says nothing about GPU capacity.
+    stuck = [p for p in pods if _unscheduled(p) and (_condition((p.get("status") or {}).get("conditions"),
+                                                                "PodScheduled") or {}).get("status") == "False"]
     if not stuck or obs.gpu_capacity_coming or _scale_up_triggered(obs.events, stuck):
         return None
     coming = [n for n in _gpu_nodes(obs.nodes) if _gpu_allocatable(n) == 0 or not _node_ready(n)]

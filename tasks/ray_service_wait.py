@@ -23,6 +23,7 @@ from blocks.errors import RolloutFailed, TransientError, WaitTimedOut, only_tran
 from blocks.spec import StackSpec
 from tasks.clock import Clock, SystemClock
 from tasks.gateways.kube import EVENT, NODE, POD, RAY_SERVICE, KubeApi, KubeUnavailable, WatchExpired
+from tasks.ray_service_download import DiskWatch, worker_disk_used_gb
 from tasks.ray_service_progress import ProgressReport, artifact_key, run_logger
 from tasks.ray_service_readiness import Classified, Observation, Phase, classify_ray_service, cluster_names
 from tasks.waiting import Look, State
@@ -108,9 +109,10 @@ class _Judge:
         return max(s.min_look_gap_s, min(due))
 
 
-def observe(kube: KubeApi, namespace: str, name: str, *,
-            capacity_coming: Callable[[], bool] | None = None) -> tuple[Observation, str]:
-    """Read the RayService, its pods and events (and the nodes when pods wait for one).
+def observe(kube: KubeApi, namespace: str, name: str, *, capacity_coming: Callable[[], bool] | None = None,
+            disk_watch: DiskWatch | None = None) -> tuple[Observation, str]:
+    """Read the RayService, its pods and events (the nodes when pods wait for one, the workers' disks
+    while the model loads).
 
     Returns the observation and the RayService list's resourceVersion (where a watch continues).
     """
@@ -127,6 +129,9 @@ def observe(kube: KubeApi, namespace: str, name: str, *,
     if first.suspect or first.phase is Phase.GPU_NODES:
         coming = bool(capacity_coming()) if capacity_coming is not None else False
         obs = Observation(rs, pods, events, kube.list(NODE).items, gpu_capacity_coming=coming)
+    elif disk_watch is not None and first.phase in (Phase.WEIGHT_DOWNLOAD, Phase.ENGINE_START):
+        trend = disk_watch.update(worker_disk_used_gb(kube, namespace, clusters[-1]))
+        obs = Observation(rs, pods, events, disk=trend)
     return obs, listed.resource_version
 
 
@@ -154,8 +159,8 @@ def _report(progress: ProgressReport, c: Classified) -> None:
 
 
 def _look_once(kube: KubeApi, namespace: str, name: str, judge: _Judge, progress: ProgressReport,
-               capacity_coming: Callable[[], bool] | None) -> tuple[Classified, str]:
-    obs, resource_version = observe(kube, namespace, name, capacity_coming=capacity_coming)
+               capacity_coming: Callable[[], bool] | None, disk_watch: DiskWatch) -> tuple[Classified, str]:
+    obs, resource_version = observe(kube, namespace, name, capacity_coming=capacity_coming, disk_watch=disk_watch)
     c = classify_ray_service(obs)
     _report(progress, c)
     judge.judge(c)
@@ -170,9 +175,10 @@ def wait_for_ray_service(kube: KubeApi, namespace: str, name: str, *, settings: 
     judge = _Judge(what, settings, clock)
     progress = progress or ProgressReport(what, key=artifact_key(name, "model-load"), log=run_logger(log))
     trouble_since: float | None = None
+    disk_watch = DiskWatch(clock)
     while True:
         try:
-            c, resource_version = _look_once(kube, namespace, name, judge, progress, capacity_coming)
+            c, resource_version = _look_once(kube, namespace, name, judge, progress, capacity_coming, disk_watch)
             if c.look.state is State.READY:
                 return c.look
             trouble_since = None

@@ -242,6 +242,18 @@ class KubeApi:
         token = token[len("Bearer "):] if token and token.startswith("Bearer ") else token
         return ProxyTarget(base, _ssl_context(config), token)
 
+    def proxy_get_json(self, namespace: str, service: str, port: str | int, path: str, *,
+                       query: list[tuple[str, str]] | None = None) -> Any:
+        """GET `path` from `service:port` through the API server's service proxy; return its JSON.
+
+        Raises the same error families as the other calls (404/503 when nothing answers there).
+        """
+        proxy = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
+        try:
+            return self._call("GET", proxy, what=f"service {namespace}/{service}:{port}{path}", query=query)
+        except _NotFound as e:
+            raise PermanentError(f"service {namespace}/{service}:{port}{path}: not found ({e})") from e
+
     # -- plumbing -------------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, what: str, query: list[tuple[str, str]] | None = None,
               body: str | None = None, content_type: str | None = None) -> dict[str, Any]:

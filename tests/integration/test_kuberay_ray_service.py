@@ -73,8 +73,11 @@ def test_the_rayservice_loads_to_ready_in_simulated_time_through_every_phase(box
     # whatever sandbox latency a busy test machine adds at 200x
     assert 15 < loaded_min < 120, loaded_min
     progress = [r.getMessage() for r in logs if r.name.startswith("tasks.")]
-    for phase in ("gpu-nodes", "image-pull", "weight-download", "serve-running"):
+    for phase in ("gpu-nodes", "image-pull", "weight-download", "engine-start", "serve-running"):
         assert any(f": {phase}:" in line for line in progress), (phase, progress)
+    # the download, watched as the guide does: a worker's disk fills to the 688 GB of weights + image
+    assert any("GB used, growing" in line for line in progress), progress
+    assert any(": engine-start:" in line and "worker disk ~700 GB used" in line for line in progress), progress
 
 
 def test_the_hf_token_reaches_the_pods_only_through_the_secret(box):

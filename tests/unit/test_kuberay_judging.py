@@ -7,6 +7,7 @@ import pytest
 from blocks.errors import RolloutFailed, WaitTimedOut
 from blocks.spec import GUIDE_ANSWER_PATTERN
 from tasks.gateways.llm import LlmResponse
+from tasks.ray_service_download import DiskTrend, DiskWatch
 from tasks.ray_service_readiness import Classified, Phase
 from tasks.ray_service_wait import PhaseBudgets, WaitSettings, _Judge
 from tasks.validate_endpoint import ValidationReport, final_answer, judge_completion, judge_models
@@ -151,3 +152,24 @@ def test_the_model_must_be_listed():
 def test_final_answer_takes_the_text_after_the_last_think_tag():
     assert final_answer("a</think>b</think> c ") == "c"
     assert final_answer(" plain ") == "plain"
+
+
+def test_disk_watch_tells_a_growing_download_from_a_finished_one():
+    clock = StepClock()
+    watch = DiskWatch(clock, flat_after_s=60)
+    assert watch.update(None) is None
+    assert watch.update(10.0) == DiskTrend(10.0, None)         # one reading: no trend yet
+    clock.now = 30
+    assert watch.update(200.0) == DiskTrend(200.0, True)
+    clock.now = 80
+    assert watch.update(200.2) == DiskTrend(200.2, True)       # below the noise threshold, still recent
+    clock.now = 91
+    assert watch.update(200.3) == DiskTrend(200.3, False)      # flat for over a minute: engine start
+
+
+def test_a_disk_that_never_grew_stays_unknown():
+    clock = StepClock()
+    watch = DiskWatch(clock, flat_after_s=60)
+    watch.update(10.0)
+    clock.now = 600
+    assert watch.update(10.0).growing is None                   # a stalled download is not an engine start

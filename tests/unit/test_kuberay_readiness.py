@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from tasks.ray_service_download import DiskTrend
 from tasks.ray_service_readiness import Observation, Phase, classify_ray_service, readiness_summary
 from tasks.waiting import State
 
@@ -251,3 +252,12 @@ def test_a_rayservice_the_operator_never_reconciled_is_a_suspect():
     c = classify(rs)
     assert c.look.state is State.PROGRESSING and "operator is not reconciling" in c.suspect
     assert c.suspect_min_grace_s == 300
+
+
+def test_disks_that_stopped_growing_mean_the_engine_is_starting():
+    rs = ray_service(pending=cluster_status(apps("DEPLOYING", deps=(("LLMServer:deepseek", "UPDATING"),))))
+    pods = [head_pod(), worker(1)]
+    growing = classify_ray_service(Observation(rs, pods, disk=DiskTrend(412.0, True)))
+    assert growing.phase is Phase.WEIGHT_DOWNLOAD and "worker disk ~400 GB used, growing" in growing.look.detail
+    flat = classify_ray_service(Observation(rs, pods, disk=DiskTrend(700.0, False)))
+    assert flat.phase is Phase.ENGINE_START and "worker disk ~700 GB used" in flat.look.detail
