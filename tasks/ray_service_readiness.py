@@ -16,12 +16,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
+from tasks.kube_objects import (
+    Obj,
+    condition,
+    container_statuses,
+    event_message,
+    event_object,
+    gpu_allocatable,
+    gpu_nodes,
+    is_node_ready,
+    is_pulling,
+    is_unscheduled,
+    labels_of,
+    name_of,
+    ns_name,
+    short,
+)
 from tasks.ray_service_download import DiskTrend
 from tasks.waiting import Look, State
-
-Obj = dict[str, Any]
 
 # Container waiting reasons that never heal by waiting (a human must change the spec or image).
 FATAL_WAITING_REASONS = frozenset({
@@ -29,9 +42,6 @@ FATAL_WAITING_REASONS = frozenset({
     "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 FATAL_TERMINATED_REASONS = frozenset({"OOMKilled"})
 FATAL_READY_REASONS = frozenset({"ValidationFailed", "InitializingTimeout"})
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
-MESSAGE_CHARS = 300
 UNRECONCILED_GRACE_S = 300.0
 DISK_STEP_GB = 50                        # report the download in steps (one log line per step)
 SCHEDULING_WORDS = "to be scheduled"     # Serve: "replicas that have taken more than 30s to be scheduled"
@@ -74,7 +84,7 @@ def classify_ray_service(obs: Observation) -> Classified:
     if rs is None:
         return Classified(Look(State.FATAL, "RayService does not exist (deleted while waiting?)"),
                           Phase.GPU_NODES)
-    name = _name(rs)
+    name = name_of(rs)
     if fatal := _fatal_ready_condition(rs):
         return Classified(Look(State.FATAL, f"RayService {name}: {fatal}"), Phase.GPU_NODES)
     if ready := readiness_summary(rs):
@@ -89,7 +99,7 @@ def classify_ray_service(obs: Observation) -> Classified:
 def readiness_summary(rs: Obj) -> str | None:
     """Return a one-line summary when the RayService is serving as kuberay.md section 0 defines, else None."""
     status, meta = rs.get("status") or {}, rs.get("metadata") or {}
-    ready = _condition(status.get("conditions"), "Ready")
+    ready = condition(status.get("conditions"), "Ready")
     if not ready or ready.get("status") != "True":
         return None
     if (status.get("numServeEndpoints") or 0) <= 0:
@@ -117,16 +127,16 @@ def cluster_names(rs: Obj) -> list[str]:
 def pods_of(rs: Obj, pods: Iterable[Obj]) -> list[Obj]:
     """Return the pods of the RayService's clusters (label `ray.io/cluster`), head first."""
     clusters = set(cluster_names(rs))
-    mine = [p for p in pods if _labels(p).get("ray.io/cluster") in clusters]
-    return sorted(mine, key=lambda p: (_labels(p).get("ray.io/node-type") != "head", _name(p)))
+    mine = [p for p in pods if labels_of(p).get("ray.io/cluster") in clusters]
+    return sorted(mine, key=lambda p: (labels_of(p).get("ray.io/node-type") != "head", name_of(p)))
 
 
 # -- fatal signs --------------------------------------------------------------------------------
 
 def _fatal_ready_condition(rs: Obj) -> str | None:
-    ready = _condition((rs.get("status") or {}).get("conditions"), "Ready")
+    ready = condition((rs.get("status") or {}).get("conditions"), "Ready")
     if ready and ready.get("status") == "False" and ready.get("reason") in FATAL_READY_REASONS:
-        return f"Ready=False {ready['reason']}: {_short(ready.get('message'))}"
+        return f"Ready=False {ready['reason']}: {short(ready.get('message'))}"
     return None
 
 
@@ -136,20 +146,20 @@ def _fatal_app_status(rs: Obj) -> str | None:
         block = status.get(key) or {}
         for app_name, app in (block.get("applicationStatuses") or {}).items():
             if app.get("status") == "DEPLOY_FAILED":
-                return (f"RayService {_name(rs)}: Serve app {app_name!r} on cluster {block.get('rayClusterName')} "
-                        f"is DEPLOY_FAILED: {_short(app.get('message') or _deployment_messages(app))}")
+                return (f"RayService {name_of(rs)}: Serve app {app_name!r} on cluster {block.get('rayClusterName')} "
+                        f"is DEPLOY_FAILED: {short(app.get('message') or _deployment_messages(app))}")
             for dep_name, dep in (app.get("serveDeploymentStatuses") or {}).items():
                 if dep.get("status") == "DEPLOY_FAILED":
-                    return (f"RayService {_name(rs)}: Serve deployment {dep_name!r} of app {app_name!r} is "
-                            f"DEPLOY_FAILED: {_short(dep.get('message'))}")
+                    return (f"RayService {name_of(rs)}: Serve deployment {dep_name!r} of app {app_name!r} is "
+                            f"DEPLOY_FAILED: {short(dep.get('message'))}")
     return None
 
 
 def fatal_pod_sign(pods: list[Obj]) -> str | None:
     """Return why one of `pods` cannot start (image pull, crash loop, OOM...), or None. Pure."""
     for pod in pods:
-        for kind, cs in _container_statuses(pod):
-            where = f"pod {_ns_name(pod)} {kind} {cs.get('name')!r}"
+        for kind, cs in container_statuses(pod):
+            where = f"pod {ns_name(pod)} {kind} {cs.get('name')!r}"
             waiting = (cs.get("state") or {}).get("waiting") or {}
             terminated = _last_termination(cs)
             if terminated.get("reason") in FATAL_TERMINATED_REASONS:
@@ -160,7 +170,7 @@ def fatal_pod_sign(pods: list[Obj]) -> str | None:
             if waiting.get("reason") in FATAL_WAITING_REASONS:
                 last = (f" (last exit: {terminated.get('reason')}, code {terminated.get('exitCode')})"
                         if terminated else "")
-                return (f"{where} is {waiting['reason']}: {_short(waiting.get('message'))}{last}"
+                return (f"{where} is {waiting['reason']}: {short(waiting.get('message'))}{last}"
                         f"{_image_note(cs, waiting['reason'])}")
     return None
 
@@ -178,14 +188,14 @@ def _fatal_cluster_condition(rs: Obj) -> str | None:
     for key in ("pendingServiceStatus", "activeServiceStatus"):
         block = status.get(key) or {}
         conditions = (block.get("rayClusterStatus") or {}).get("conditions")
-        head = _condition(conditions, "HeadPodReady")
+        head = condition(conditions, "HeadPodReady")
         if head and head.get("status") == "False" and head.get("reason") in FATAL_WAITING_REASONS:
             return (f"RayCluster {block.get('rayClusterName')}: head pod not ready: {head['reason']}: "
-                    f"{_short(head.get('message'))}")
-        failure = _condition(conditions, "ReplicaFailure")
+                    f"{short(head.get('message'))}")
+        failure = condition(conditions, "ReplicaFailure")
         if failure and failure.get("status") == "True":
             return (f"RayCluster {block.get('rayClusterName')}: pods cannot be created: "
-                    f"{failure.get('reason')}: {_short(failure.get('message'))}")
+                    f"{failure.get('reason')}: {short(failure.get('message'))}")
     return None
 
 
@@ -208,9 +218,9 @@ def _phase(rs: Obj, pods: list[Obj], obs: Observation) -> Phase:
     apps = _current_apps(status)
     if apps and all(app.get("status") == "RUNNING" for app in apps.values()):
         return Phase.SERVE_RUNNING
-    if not pods or any(_unscheduled(p) for p in pods):
+    if not pods or any(is_unscheduled(p) for p in pods):
         return Phase.GPU_NODES
-    if any(_pulling(p) for p in pods):
+    if any(is_pulling(p) for p in pods):
         return Phase.IMAGE_PULL
     text = " ".join(_deployment_messages(app) for app in apps.values()).lower()
     if SCHEDULING_WORDS in text:
@@ -226,21 +236,21 @@ def _phase(rs: Obj, pods: list[Obj], obs: Observation) -> Phase:
 def _detail(rs: Obj, pods: list[Obj], phase: Phase, obs: Observation) -> str:
     status = rs.get("status") or {}
     if phase is Phase.GPU_NODES:
-        waiting = [p for p in pods if _unscheduled(p)]
-        gpu_nodes = _gpu_nodes(obs.nodes)
-        ready_gpu = sum(1 for n in gpu_nodes if _gpu_allocatable(n) > 0)
+        waiting = [p for p in pods if is_unscheduled(p)]
+        nodes = gpu_nodes(obs.nodes)
+        ready_gpu = sum(1 for n in nodes if gpu_allocatable(n) > 0)
         if not pods:
             return f"waiting for the RayCluster's pods (cluster {', '.join(cluster_names(rs)) or 'not named yet'})"
         return (f"{len(waiting)} of {len(pods)} pod(s) waiting for a node; GPU nodes with allocatable GPUs: "
-                f"{ready_gpu} of {len(gpu_nodes)}")
+                f"{ready_gpu} of {len(nodes)}")
     if phase is Phase.IMAGE_PULL:
-        pulling = [_name(p) for p in pods if _pulling(p)]
+        pulling = [name_of(p) for p in pods if is_pulling(p)]
         return f"pulling images / starting containers on {len(pulling)} pod(s): {', '.join(pulling)}"
     apps = _current_apps(status)
     which = "pending" if (status.get("pendingServiceStatus") or {}).get("rayClusterName") else "active"
     apps_text = _apps_text(apps) if apps else "no Serve apps reported yet"
     if phase is Phase.SERVE_RUNNING:
-        ready = _condition(status.get("conditions"), "Ready") or {}
+        ready = condition(status.get("conditions"), "Ready") or {}
         return (f"apps {apps_text}; waiting for the serve endpoints (Ready={ready.get('status', '?')} "
                 f"{ready.get('reason', '')}, endpoints={status.get('numServeEndpoints') or 0}, "
                 f"observedGeneration={status.get('observedGeneration')} of "
@@ -254,99 +264,54 @@ def _unreconciled_suspect(rs: Obj) -> str | None:
     """No status at all: the operator never reconciled it (KubeRay reconciles within seconds)."""
     if (rs.get("status") or {}).get("conditions"):
         return None
-    return (f"RayService {_ns_name(rs)} has no status: the KubeRay operator is not reconciling it; check the "
+    return (f"RayService {ns_name(rs)} has no status: the KubeRay operator is not reconciling it; check the "
             "kuberay-operator Deployment (crash loop, missing CRDs or RBAC) and its logs")
 
 
 def _unschedulable_suspect(pods: list[Obj], obs: Observation) -> str | None:
     # Only pods the scheduler tried and refused (PodScheduled=False): a pod it has not looked at yet
     # (a busy control plane) says nothing about GPU capacity.
-    stuck = [p for p in pods if _unscheduled(p) and (_condition((p.get("status") or {}).get("conditions"),
+    stuck = [p for p in pods if is_unscheduled(p) and (condition((p.get("status") or {}).get("conditions"),
                                                                 "PodScheduled") or {}).get("status") == "False"]
     if not stuck or obs.gpu_capacity_coming or _scale_up_triggered(obs.events, stuck):
         return None
-    coming = [n for n in _gpu_nodes(obs.nodes) if _gpu_allocatable(n) == 0 or not _node_ready(n)]
+    coming = [n for n in gpu_nodes(obs.nodes) if gpu_allocatable(n) == 0 or not is_node_ready(n)]
     if coming:
         return None
     pod = stuck[0]
-    scheduled = _condition((pod.get("status") or {}).get("conditions"), "PodScheduled") or {}
-    return (f"pod {_ns_name(pod)} is unschedulable ({_short(scheduled.get('message')) or 'no message'}) "
+    scheduled = condition((pod.get("status") or {}).get("conditions"), "PodScheduled") or {}
+    return (f"pod {ns_name(pod)} is unschedulable ({short(scheduled.get('message')) or 'no message'}) "
             f"and no GPU capacity is coming: no GPU node is starting and no scale-up was triggered; "
             f"check the GPU node pool (size, accelerator, taints) and the pod's GPU request")
 
 
 def _unplaceable_replica_suspect(rs: Obj, pods: list[Obj]) -> str | None:
     """Every Ray pod runs, yet Serve cannot place the replica: the cluster lacks what it asks for."""
-    if not pods or any(_unscheduled(p) or _pulling(p) for p in pods):
+    if not pods or any(is_unscheduled(p) or is_pulling(p) for p in pods):
         return None
     for app_name, app in _current_apps(rs.get("status") or {}).items():
         for dep_name, dep in (app.get("serveDeploymentStatuses") or {}).items():
             if SCHEDULING_WORDS in (dep.get("message") or ""):
                 return (f"Serve deployment {dep_name!r} of app {app_name!r} cannot be placed although all "
-                        f"{len(pods)} Ray pods run: {_short(dep.get('message'))} (check accelerator_type, "
+                        f"{len(pods)} Ray pods run: {short(dep.get('message'))} (check accelerator_type, "
                         "tensor/pipeline parallel sizes against worker GPUs)")
     return None
 
 
 def _eviction_suspect(pods: list[Obj], events: list[Obj]) -> str | None:
-    names = {_name(p) for p in pods}
-    evicted = [e for e in events if e.get("reason") == "Evicted" and _event_object(e) in names]
+    names = {name_of(p) for p in pods}
+    evicted = [e for e in events if e.get("reason") == "Evicted" and event_object(e) in names]
     evicted += [p for p in pods if (p.get("status") or {}).get("reason") == "Evicted"]
     if not evicted:
         return None
-    return (f"{len(evicted)} eviction(s) of the RayCluster's pods (last: {_short(_event_message(evicted[-1]))}); "
+    return (f"{len(evicted)} eviction(s) of the RayCluster's pods (last: {short(event_message(evicted[-1]))}); "
             "the model download is restarting; give the GPU nodes more local disk (Local SSD)")
-
-
-# -- small readers ------------------------------------------------------------------------------
-
-def _condition(conditions: list[Obj] | None, kind: str) -> Obj | None:
-    return next((c for c in conditions or [] if c.get("type") == kind), None)
-
-
-def _name(obj: Obj) -> str:
-    return (obj.get("metadata") or {}).get("name", "?")
-
-
-def _ns_name(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
-
-
-def _labels(obj: Obj) -> dict[str, str]:
-    return (obj.get("metadata") or {}).get("labels") or {}
-
-
-def _short(text: str | None) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
-
-
-def _container_statuses(pod: Obj) -> list[tuple[str, Obj]]:
-    status = pod.get("status") or {}
-    return ([("init container", cs) for cs in status.get("initContainerStatuses") or []]
-            + [("container", cs) for cs in status.get("containerStatuses") or []])
 
 
 def _image_note(cs: Obj, reason: str) -> str:
     if "Image" in reason and cs.get("image"):
         return f" (image {cs['image']})"
     return ""
-
-
-def _unscheduled(pod: Obj) -> bool:
-    scheduled = _condition((pod.get("status") or {}).get("conditions"), "PodScheduled")
-    return not (pod.get("spec") or {}).get("nodeName") and (scheduled is None or scheduled.get("status") != "True")
-
-
-def _pulling(pod: Obj) -> bool:
-    """Scheduled, but some container has not started yet (image pull, container creation)."""
-    if _unscheduled(pod):
-        return False
-    statuses = [cs for kind, cs in _container_statuses(pod) if kind == "container"]
-    # A container that ran before and now waits is restarting (e.g. crash back-off), not pulling.
-    return not statuses or any("waiting" in (cs.get("state") or {}) and not cs.get("restartCount")
-                               for cs in statuses)
 
 
 def _current_apps(status: Obj) -> dict[str, Obj]:
@@ -381,33 +346,6 @@ def _deployment_messages(app: Obj) -> str:
     return " ".join(m for m in messages if m)
 
 
-def _gpu_nodes(nodes: list[Obj]) -> list[Obj]:
-    return [n for n in nodes if GPU_NODE_LABEL in _labels(n)
-            or GPU_RESOURCE in ((n.get("status") or {}).get("capacity") or {})]
-
-
-def _gpu_allocatable(node: Obj) -> int:
-    value = ((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, "0")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _node_ready(node: Obj) -> bool:
-    ready = _condition((node.get("status") or {}).get("conditions"), "Ready")
-    return bool(ready) and ready.get("status") == "True"
-
-
-def _event_object(event: Obj) -> str | None:
-    ref = event.get("involvedObject") or event.get("regarding") or {}
-    return ref.get("name")
-
-
-def _event_message(obj: Obj) -> str:
-    return obj.get("message") or obj.get("note") or (obj.get("status") or {}).get("message") or ""
-
-
 def _scale_up_triggered(events: list[Obj], pods: list[Obj]) -> bool:
-    names = {_name(p) for p in pods}
-    return any(e.get("reason") == "TriggeredScaleUp" and _event_object(e) in names for e in events)
+    names = {name_of(p) for p in pods}
+    return any(e.get("reason") == "TriggeredScaleUp" and event_object(e) in names for e in events)
