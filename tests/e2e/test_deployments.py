@@ -31,7 +31,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelling
 
 from blocks.prefect_blocks import ServingStackBlock
-from deployments.events import publish_model
+from deployments.events import MODEL_PUBLISHED, publish_model, stack_resource_id
 from flows.demo import demo_stack_file, still_billing
 from sandbox.app import Sandbox
 from sandbox.hooks import ClusterRef
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 TIME_SCALE = 200.0
-SPIN_UP_IN_S = 30          # the extra schedule's first run: after serve() has registered everything
+SPIN_UP_IN_S = 20          # the extra schedule's first run: after serve() has registered everything
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 POOL = "kuberay-gpu-cluster/gpu-node-pool"
 SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE = ("serve-llm/spin-up", "teardown-llm/spin-down",
@@ -165,9 +165,18 @@ def _final(served: Served, run_id, *, expect: str, timeout_s: float = 240) -> Fl
 
 
 def _create_run(served: Served, deployment: str, parameters: dict | None = None) -> httpx.Response:
-    """POST /deployments/{id}/create_flow_run, the call the UI's run form makes."""
-    return httpx.post(f"{served.api_url}/deployments/{_deployment_id(deployment)}/create_flow_run",
-                      json={"parameters": parameters or {}, "state": {"type": "SCHEDULED"}}, timeout=30)
+    """POST /deployments/{id}/create_flow_run, the call the UI's run form makes.
+
+    Retries 503 as Prefect's own client does: the SQLite server answers it when its database is
+    locked, which happens on a loaded machine."""
+    url = f"{served.api_url}/deployments/{_deployment_id(deployment)}/create_flow_run"
+    for attempt in range(6):
+        response = httpx.post(url, json={"parameters": parameters or {}, "state": {"type": "SCHEDULED"}},
+                              timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(1 + attempt)
+    return response
 
 
 def _run_to_end(served: Served, deployment: str, parameters: dict | None = None, *, expect="COMPLETED",
@@ -293,6 +302,25 @@ def test_a_published_model_event_redeploys_with_the_payload_model_source(served)
     assert "model_source: Qwen/Qwen2.5-0.5B-Instruct" in _ray_service(served)["spec"]["serveConfigV2"]
 
 
+def test_a_model_event_without_model_source_starts_no_run_and_says_why(served):
+    from prefect.events import emit_event
+
+    emitted_at = datetime.now(timezone.utc)
+    emit_event(event=MODEL_PUBLISHED, resource={"prefect.resource.id": stack_resource_id(served.stack_name)},
+               payload={"model": "Qwen/Qwen2.5-0.5B-Instruct"})          # wrong key: breaks the contract
+    failed = _wait_for("the automation's action.failed event", lambda: _events(
+        served, "prefect.automation.action.failed", since=emitted_at), timeout_s=60, served=served)
+    assert "model_source" in str(failed[0]["payload"]), failed[0]
+    assert [r for r in _runs(ON_CHANGE) if r.created >= emitted_at] == []
+
+
+def _events(served: Served, name: str, *, since: datetime) -> list[dict]:
+    response = httpx.post(f"{served.api_url}/events/filter", timeout=30, json={
+        "filter": {"event": {"name": [name]}, "occurred": {"since": since.isoformat()}}, "limit": 20})
+    response.raise_for_status()
+    return response.json()["events"]
+
+
 def test_an_api_run_with_custom_parameters_works_and_a_bad_parameter_is_rejected_at_creation(served):
     _ensure_up(served)
     bad = _create_run(served, SPIN_DOWN, {"stack": {"block_name": "Not_A_Block_Name"}})
@@ -315,15 +343,29 @@ def _spin_up_in_model_load(served: Served) -> FlowRun:
     response = _create_run(served, SPIN_UP)
     assert response.status_code == 201, response.text
     run_id = response.json()["id"]
-    _wait_for("the spin-up to wait for the model", lambda: _ray_service(served) is not None
-              and still_billing(served.sandbox.inventory()) == [POOL], timeout_s=180, served=served)
-    run = _read_run(run_id)
-    assert run.state_type.value == "RUNNING", run.state
-    return run
+    _wait_for("the spin-up to wait for the model", lambda: _read_run(run_id).state_type.value == "RUNNING"
+              and _ray_service(served) is not None and still_billing(served.sandbox.inventory()) == [POOL],
+              timeout_s=180, served=served)
+    return _read_run(run_id)
+
+
+def _active_spin_ups() -> list[FlowRun]:
+    """Spin-up runs running, waiting for a slot, or due within a minute (not next weekday's)."""
+    soon = time.time() + 60
+    return [r for r in _runs(SPIN_UP) if r.state_type.value not in FINAL
+            and (r.state_type.value != "SCHEDULED" or r.state_name == "AwaitingConcurrencySlot"
+                 or r.expected_start_time.timestamp() < soon)]
+
+
+def _ensure_down(served: Served) -> None:
+    """Let any spin-up in progress finish, then spin down if anything bills."""
+    _wait_for("no spin-up in progress", lambda: not _active_spin_ups(), timeout_s=300, served=served)
+    if still_billing(served.sandbox.inventory()):
+        _run_to_end(served, SPIN_DOWN)
 
 
 def test_cancelling_a_spin_up_mid_wait_tears_the_stack_down(served):
-    _run_to_end(served, SPIN_DOWN)                                  # start from nothing running
+    _ensure_down(served)
     try:
         run = _spin_up_in_model_load(served)
         with get_client(sync_client=True) as client:
@@ -336,7 +378,7 @@ def test_cancelling_a_spin_up_mid_wait_tears_the_stack_down(served):
 
 
 def test_killing_the_flow_process_tears_down_through_the_crash_chain(served):
-    _run_to_end(served, SPIN_DOWN)
+    _ensure_down(served)
     try:
         run = _spin_up_in_model_load(served)
         pid = _wait_for("the flow process", lambda: _flow_process(served.proc.pid, run.id), timeout_s=30)

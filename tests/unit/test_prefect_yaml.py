@@ -155,3 +155,14 @@ def test_a_zombie_window_shorter_than_two_heartbeats_is_refused_naming_both():
         zombie_automation(75, heartbeat_s=180)
     automation = zombie_automation(720, heartbeat_s=180)
     assert automation.trigger.within.total_seconds() == 720
+
+
+def test_serve_from_a_stack_file_targets_the_file_by_absolute_path_without_a_block_trigger(monkeypatch):
+    from deployments.serve import stack_target
+
+    monkeypatch.chdir(ROOT)
+    target = stack_target(stack_file="examples/sandbox.yaml", block_name=None)
+    assert target.stack == {"file": str(ROOT / "examples" / "sandbox.yaml")}   # runs may start elsewhere
+    assert (target.name, target.timezone, target.block_name) == ("deepseek-r1", "UTC", None)
+    redeploy = next(d for d in build_deployments(target) if d.name == ON_CHANGE)
+    assert [t.expect for t in redeploy.triggers] == [{"gke-llm-flows.model.published"}]
