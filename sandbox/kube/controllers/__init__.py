@@ -6,6 +6,20 @@ operator's RayCluster and RayService controllers. Garbage collection by ownerRef
 server's `deletion.Deleter` (it also runs graceful pod deletion), started with the API server. Nodes themselves come
 from `nodes.add_node_pool_nodes` / `remove_node_pool_nodes`, called when GKE node pools change.
 Timings come from the profile's `kube` section (`sandbox/profiles/<name>/kube.yaml`).
+
+Faults (`ctx.faults`, i.e. `POST /_sandbox/faults`), each documented where it acts:
+| kind | parameters | shows up as | module |
+|---|---|---|---|
+| `image_pull_backoff` | pod_prefix?, node_type?, times? | ErrImagePull/ImagePullBackOff, HeadPodReady reason | kubelet |
+| `crashloop` | pod_prefix?, node_type? | CrashLoopBackOff, restartCount, HeadPodReady reason | kubelet |
+| `oom_killed` | pod_prefix?, node_type? (default workers) | lastState OOMKilled exit 137 | kubelet |
+| `disk_full` | pod_prefix?, node_type? (default workers) | pod Evicted (ephemeral-storage), recreated | eviction |
+| `operator_crashloop` | - | operator pod CrashLoopBackOff, nothing reconciled | programs |
+| `unschedulable`, `no_gpu_capacity` | pod_prefix? | PodScheduled=False Insufficient nvidia.com/gpu | scheduler |
+| `node_lost` | node_prefix?, times? | node removed, its pods failed and replaced | nodes |
+| `deploy_failed` | model_id? | app/deployment DEPLOY_FAILED with a traceback | rayserve |
+| `slow_download` / `stalled_download` | factor / - , model_id? | app DEPLOYING longer / forever | rayserve |
+| `wrong_answer` / `slow_answer` | - / seconds | wrong box order / added latency | rayserve_openai |
 """
 
 from __future__ import annotations
