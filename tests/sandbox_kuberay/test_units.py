@@ -104,3 +104,12 @@ def test_node_selectors_and_required_affinity_filter_nodes():
     assert matches_node_affinity({"spec": {"affinity": affinity}}, node)
     term["matchExpressions"][0]["operator"] = "Lt"
     assert not matches_node_affinity({"spec": {"affinity": affinity}}, node)
+
+
+def test_every_documented_fault_kind_is_listed_with_its_parameters():
+    import re
+
+    import sandbox.kube.controllers as controllers
+    rows = [line.split("|")[1] for line in controllers.__doc__.splitlines() if line.startswith("| `")]
+    documented = {name for cell in rows for name in re.findall(r"`(\w+)`", cell)}
+    assert documented == set(controllers.KUBE_FAULT_PARAMS)

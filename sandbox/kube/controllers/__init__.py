@@ -31,6 +31,24 @@ from sandbox.kube.controllers.nodes import NodeController, add_node_pool_nodes, 
 from sandbox.kube.controllers.raycluster import RayClusterController
 from sandbox.kube.controllers.scheduler import Scheduler
 
+# Parameters each Kubernetes-side fault kind understands (besides `kind`, `times`, `rate`), for the
+# control API to check requests against, as it does for the GKE kinds.
+KUBE_FAULT_PARAMS: dict[str, set[str]] = {
+    "image_pull_backoff": {"pod_prefix", "node_type"},
+    "crashloop": {"pod_prefix", "node_type"},
+    "oom_killed": {"pod_prefix", "node_type"},
+    "disk_full": {"pod_prefix", "node_type"},
+    "operator_crashloop": set(),
+    "unschedulable": {"pod_prefix"},
+    "no_gpu_capacity": {"pod_prefix"},
+    "node_lost": {"node_prefix"},
+    "deploy_failed": {"model_id"},
+    "slow_download": {"factor", "model_id"},
+    "stalled_download": {"model_id"},
+    "wrong_answer": set(),
+    "slow_answer": {"seconds"},
+}
+
 CONTROLLERS: list[type] = [
     NodeController,
     Scheduler,
@@ -40,4 +58,4 @@ CONTROLLERS: list[type] = [
     RayServiceController,
 ]
 
-__all__ = ["CONTROLLERS", "add_node_pool_nodes", "remove_node_pool_nodes"]
+__all__ = ["CONTROLLERS", "KUBE_FAULT_PARAMS", "add_node_pool_nodes", "remove_node_pool_nodes"]
