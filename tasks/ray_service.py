@@ -201,8 +201,11 @@ def delete_ray_service(kube: KubeApi, spec: StackSpec, *, clock: Clock | None = 
 
 def _leftovers_look(kube: KubeApi, name: str, namespace: str) -> Look:
     left = []
-    if kube.get(RAY_SERVICE, name, namespace) is not None:
-        left.append(f"RayService {name}")
+    if (live := kube.get(RAY_SERVICE, name, namespace)) is not None:
+        finalizers = (live.get("metadata") or {}).get("finalizers") or []
+        # The operator removes its finalizer; if it stays, the operator is not running.
+        left.append(f"RayService {name}" + (f" (finalizers {finalizers}: is the KubeRay operator running?)"
+                                            if finalizers else ""))
     clusters = kube.list(RAY_CLUSTER, namespace, label_selector=f"{ORIGIN_LABEL}={name}").items
     left += [f"RayCluster {c['metadata']['name']}" for c in clusters]
     names = {c["metadata"]["name"] for c in clusters} | _cluster_names_of_pods(kube, namespace, name)
