@@ -208,7 +208,7 @@ def _progress(rs: Obj, pods: list[Obj], obs: Observation) -> Classified:
         # An operator that just started (leader election, cache sync) may take a minute or two.
         return Classified(look, phase, unreconciled, UNRECONCILED_GRACE_S)
     suspect = (_unschedulable_suspect(pods, obs) or _unplaceable_replica_suspect(rs, pods)
-               or _eviction_suspect(pods, obs.events))
+               or _eviction_suspect(rs, pods, obs.events))
     return Classified(look, phase, suspect)
 
 
@@ -298,14 +298,18 @@ def _unplaceable_replica_suspect(rs: Obj, pods: list[Obj]) -> str | None:
     return None
 
 
-def _eviction_suspect(pods: list[Obj], events: list[Obj]) -> str | None:
-    names = {name_of(p) for p in pods}
-    evicted = [e for e in events if e.get("reason") == "Evicted" and event_object(e) in names]
+def _eviction_suspect(rs: Obj, pods: list[Obj], events: list[Obj]) -> str | None:
+    """Pods of our clusters evicted (disk pressure while downloading): KubeRay replaces them and the
+    download silently starts over, so one eviction means it will happen again."""
+    prefixes = tuple(f"{c}-" for c in cluster_names(rs))
+    evicted = [e for e in events if e.get("reason") == "Evicted" and (event_object(e) or "").startswith(prefixes)]
     evicted += [p for p in pods if (p.get("status") or {}).get("reason") == "Evicted"]
     if not evicted:
         return None
-    return (f"{len(evicted)} eviction(s) of the RayCluster's pods (last: {short(event_message(evicted[-1]))}); "
-            "the model download is restarting; give the GPU nodes more local disk (Local SSD)")
+    count = sum(int(e.get("count") or 1) for e in evicted if e.get("reason") == "Evicted") or len(evicted)
+    return (f"{count} eviction(s) of the RayCluster's pods, the model download restarts each time "
+            f"(last: {short(event_message(evicted[-1]))}); give the GPU nodes more local disk (Local SSD "
+            "ephemeral storage, serving.worker_resources.ephemeral_storage)")
 
 
 def _image_note(cs: Obj, reason: str) -> str:

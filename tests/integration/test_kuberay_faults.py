@@ -147,6 +147,17 @@ def test_gpu_pods_unschedulable_with_no_capacity_coming_fail_after_the_scale_up_
     assert after_s <= 60 + EARLY_S, after_s            # ... and not much more
 
 
+def evicted(store):
+    return any((p.get("status") or {}).get("reason") == "Evicted" for p in pods(store))
+
+
+def test_evictions_for_a_full_disk_fail_the_wait_instead_of_restarting_the_download_forever(box, clean):
+    error, after_s = run_until_failure(box, {"kind": "disk_full"}, evicted)
+    assert isinstance(error, RolloutFailed)
+    assert "eviction(s) of the RayCluster's pods" in str(error) and "ephemeral-storage" in str(error)
+    assert after_s <= 60 + EARLY_S, after_s
+
+
 def test_a_stalled_weight_download_is_a_stall_naming_the_phase(box, clean):
     settings = WaitSettings(timeout_s=6 * 3600, budgets=PhaseBudgets(weight_download_s=120))
     error, _ = run_until_failure(box, {"kind": "stalled_download"}, lambda store: True, settings=settings)

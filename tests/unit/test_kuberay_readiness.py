@@ -261,3 +261,12 @@ def test_disks_that_stopped_growing_mean_the_engine_is_starting():
     assert growing.phase is Phase.WEIGHT_DOWNLOAD and "worker disk ~400 GB used, growing" in growing.look.detail
     flat = classify_ray_service(Observation(rs, pods, disk=DiskTrend(700.0, False)))
     assert flat.phase is Phase.ENGINE_START and "worker disk ~700 GB used" in flat.look.detail
+
+
+def test_an_eviction_of_a_pod_already_replaced_is_still_a_suspect():
+    rs = ray_service(pending=cluster_status(apps("DEPLOYING", deps=(("LLMServer:deepseek", "UPDATING"),))))
+    events = [{"reason": "Evicted", "count": 2, "message": "The node was low on resource: ephemeral-storage.",
+               "involvedObject": {"kind": "Pod", "name": f"{CLUSTER}-gpu-group-worker-gone1"}},
+              {"reason": "Evicted", "involvedObject": {"kind": "Pod", "name": "someone-elses-pod"}}]
+    c = classify(rs, [head_pod(), worker(1)], events)
+    assert c.suspect.startswith("2 eviction(s)") and "ephemeral-storage" in c.suspect
