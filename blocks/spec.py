@@ -76,6 +76,8 @@ class SpecModel(BaseModel):
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any):  # type: ignore[override]
         """Validate `obj` like pydantic does, raising `SpecError` instead of `ValidationError`."""
+        if problems := non_string_keys(obj):
+            raise SpecError(problems)
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as e:
@@ -339,6 +341,25 @@ def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 # Fields whose value is a user mapping: a patch replaces them instead of merging into them.
 _MAP_FIELDS = frozenset({"resource_labels", "runtime_env_vars"})
+
+
+def non_string_keys(data: Any, path: str = "") -> list[str]:
+    """Problems for mapping keys that are not text (YAML `1: x` or `? `), each naming where (pure).
+
+    Checked before pydantic, which would pass such keys as keyword arguments and fail with a TypeError.
+    """
+    if isinstance(data, dict):
+        problems = []
+        for key, value in data.items():
+            if not isinstance(key, str):
+                problems.append(f"{path or '(top level)'}: key {key!r} is not text; field names and "
+                                "label/env keys must be strings")
+            else:
+                problems += non_string_keys(value, f"{path}.{key}" if path else key)
+        return problems
+    if isinstance(data, list):
+        return [p for i, item in enumerate(data) for p in non_string_keys(item, f"{path}[{i}]")]
+    return []
 
 
 def spec_error_from(error: ValidationError, model: type[BaseModel]) -> SpecError:

@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--stack", required=True, help="stack YAML file")
         if name == "down":
             cmd.add_argument("--delete-cluster", action="store_true", help="delete the cluster too")
+        if name in ("up", "down"):
+            cmd.add_argument("--dry-run", action="store_true",
+                             help="print what would be created, changed or deleted; touch nothing")
         if name == "redeploy":
             cmd.add_argument("--model-source", default=None, help="new model source")
     janitor = sub.add_parser("janitor", help="tear down leaked or expired resources")
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         from flows.demo import DEFAULT_TIME_SCALE, run_demo
 
         return run_demo(args.time_scale or DEFAULT_TIME_SCALE)
+    if getattr(args, "dry_run", False) and args.command in ("up", "down"):
+        return _dry_run(args)
     try:
         result = _run(args)
     except GkeLlmFlowsError as e:
@@ -70,6 +75,28 @@ def _run(args: argparse.Namespace):
     from flows.status import stack_status
 
     return stack_status(stack=stack)
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """Print the plan of `up` or `down` for the stack file (GET requests only); exit 1 on a bad stack."""
+    from flows.connections import Connections
+    from flows.plan import format_plan, plan_spin_down, plan_spin_up
+    from flows.stack_ref import StackRef, load_stack
+    from tasks.clock import clock_from_env
+
+    try:
+        loaded = load_stack(StackRef(file=args.stack))
+        conn = Connections(loaded, clock_from_env())
+        if args.command == "up":
+            print(format_plan(f"spin-up plan for stack {loaded.spec.name!r}:", plan_spin_up(conn)))
+        else:
+            with_cluster = args.delete_cluster or loaded.spec.lifecycle.delete_cluster_on_teardown
+            print(format_plan(f"spin-down plan for stack {loaded.spec.name!r}:",
+                              plan_spin_down(conn, delete_cluster_too=with_cluster)))
+    except GkeLlmFlowsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,14 +4,15 @@ KubeRay, so the old version keeps answering until the new one is RUNNING."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from blocks.errors import PermanentError
 from flows.connections import Connections
 from flows.locks import stack_lock
+from flows.spin_down import Reason
 from flows.stack_ref import LoadedStack, StackRef, load_stack
 from tasks.clock import clock_from_env
 from tasks.ray_service import ensure_ray_service
@@ -19,14 +20,16 @@ from tasks.ray_service_wait import wait_for_ray_service_ready
 from tasks.validate_endpoint import validate_llm_endpoint
 
 LOCK_TIMEOUT_S = 3 * 3600
+# In the type, not in a Field default: Prefect enforces (and publishes) only the type's constraints.
+ModelSource = Annotated[str, StringConstraints(min_length=1, max_length=1024,
+                                               pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")]
 
 
 @flow(name="redeploy-llm")
 def redeploy_llm(stack: StackRef,
-                 model_source: str | None = Field(
-                     None, min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$",
-                     description="new model source (Hugging Face repo id or gs:// URI); None = the stack's"),
-                 reason: str = Field("requested", max_length=500, description="why, for the log"),
+                 model_source: ModelSource | None = Field(
+                     None, description="new model source (Hugging Face repo id or gs:// URI); None = the stack's"),
+                 reason: Reason = Field("requested", description="why, for the log (at most 500 characters)"),
                  ) -> dict[str, Any]:
     """Bring the running stack's RayService to its (possibly changed) spec, wait, validate.
 

@@ -9,10 +9,10 @@ operation. Resources without our owner labels for this stack are refused, never 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from blocks.errors import GkeLlmFlowsError, PermanentError
 from flows.connections import Connections
@@ -24,6 +24,9 @@ from tasks.node_pool import delete_gpu_node_pool
 from tasks.ray_service import delete_ray_service
 
 LOCK_TIMEOUT_S = 3 * 3600
+# Constraints go in the type: Prefect drops those of a `Field(...)` default from the parameter schema
+# and does not check them, so `Field("x", max_length=500)` would accept anything.
+Reason = Annotated[str, StringConstraints(max_length=500)]
 
 
 class TeardownIncomplete(PermanentError):
@@ -34,7 +37,7 @@ class TeardownIncomplete(PermanentError):
 def teardown_llm(stack: StackRef,
                  delete_cluster_too: bool | None = Field(
                      None, description="also delete the cluster; None = the stack's lifecycle policy"),
-                 reason: str = Field("requested", max_length=500, description="why, for the log"),
+                 reason: Reason = Field("requested", description="why, for the log (at most 500 characters)"),
                  ) -> dict[str, Any]:
     """Tear the stack down. Idempotent: safe when nothing exists. Raises TeardownIncomplete
     (after trying every step) when a step failed, NotOursError among them for foreign resources."""

@@ -1,0 +1,75 @@
+"""A real local Prefect server for the benchmarks: `prefect server start` on a free port, own SQLite DB.
+
+The fault matrix needs a server, not the embedded one: runs are cancelled through the API, a runner
+(`serve()`) picks runs up, and the janitor reads run states. `local_prefect_server()` reuses the
+server named by PREFECT_API_URL when one is set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"prefect server not healthy after {timeout_s:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def local_prefect_server(timeout_s: float = 120) -> Iterator[dict[str, str]]:
+    """Yield the environment of a running Prefect server (PREFECT_API_URL, PREFECT_HOME), started if needed.
+
+    The current process is pointed at it for the duration (settings context); subprocesses get the env.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    if os.environ.get("PREFECT_API_URL"):
+        yield dict(os.environ)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-prefect-") as tmp:
+        home, port = Path(tmp), free_port()
+        env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+                   PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false")
+        log = home / "server.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                     "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=str(home))
+        try:
+            _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log, timeout_s)
+            with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: str(home)}):
+                yield env
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
