@@ -142,3 +142,26 @@ def test_deleting_the_rayservice_deletes_its_clusters_pods_and_services_then_the
     sim.wait_for(lambda: not sim.store.list(RAYCLUSTERS)[0] and not pods(sim, "ray.io/is-ray-node=yes")
                  and not [s for s in sim.store.list(SERVICES, "default")[0] if "deepseek" in s["metadata"]["name"]],
                  what="clusters, pods and services gone")
+
+
+def test_losing_the_heads_node_drops_the_endpoints_to_zero_and_ready_to_false(sim):
+    # A second CPU node: the scheduler spreads the operator and the head (LeastAllocated), so losing
+    # the head's node leaves the operator up to report it.
+    add_node_pool_nodes(sim.ctx, CPU_POOL, ["gke-kuberay-gpu-cluster-default-pool-1a2b3c4d-z9w8"])
+    rs = bring_up(sim)
+    head = pods(sim, "ray.io/node-type=head")[0]
+    operator = pods(sim, "app.kubernetes.io/name=kuberay")[0]
+    assert head["spec"]["nodeName"] != operator["spec"]["nodeName"]
+    sim.ctx.faults.add({"kind": "node_lost", "node_prefix": head["spec"]["nodeName"], "times": 1})
+    rs = sim.wait_for(lambda: (r := sim.rayservice()) and condition(r, "Ready").get("reason") == "ZeroServeEndpoints"
+                      and r, what="Ready False ZeroServeEndpoints")
+    assert condition(rs, "Ready")["status"] == "False" and rs["status"].get("numServeEndpoints", 0) == 0
+    assert rs["status"]["activeServiceStatus"]["rayClusterStatus"]["conditions"][0]["type"] == "HeadPodReady"
+    # KubeRay recreates the head on the node left; with no GCS fault tolerance Serve starts from scratch
+    # (the operator re-PUTs the config to the new head), and the same cluster serves again.
+    cluster = rs["status"]["activeServiceStatus"]["rayClusterName"]
+    back = sim.wait_for(lambda: (r := sim.rayservice()) and is_serving(r) and r, what="serving again", timeout_s=30)
+    assert back["status"]["activeServiceStatus"]["rayClusterName"] == cluster
+    new_head = pods(sim, "ray.io/node-type=head")[0]
+    assert new_head["metadata"]["name"] != head["metadata"]["name"]
+    assert new_head["spec"]["nodeName"] == operator["spec"]["nodeName"]

@@ -1,7 +1,8 @@
 """The default scheduler: binds Pending pods to nodes, or says why not the way kube-scheduler does.
 
 Filters run per node in kube-scheduler's order (NodeUnschedulable, TaintToleration, NodeAffinity,
-NodeResourcesFit); the first failing filter gives that node's reasons. An unschedulable pod gets
+NodeResourcesFit); the first failing filter gives that node's reasons. Among the nodes that fit, the
+one with the most CPU and memory left wins (the default LeastAllocated score). An unschedulable pod gets
 `PodScheduled=False reason=Unschedulable` and a `FailedScheduling` Warning with the real message:
 `0/3 nodes are available: 1 Insufficient nvidia.com/gpu, 2 node(s) had untolerated taint
 {nvidia.com/gpu: present}. preemption: 0/3 nodes are available: 1 No preemption victims found for
@@ -103,20 +104,26 @@ class Scheduler(Reconciler):
         starved = self._gpu_starved(pod, requests)
         reasons: dict[str, int] = {}
         resource_only = 0
+        feasible = []
         for node in nodes:
             failed, only_resources = _filter(pod, node, requests, used.get(node["metadata"]["name"], {}),
                                              starved=starved)
             if not failed:
-                self._bind(pod, node)
-                bucket = used.setdefault(node["metadata"]["name"], {})
-                for name, amount in requests.items():
-                    bucket[name] = bucket.get(name, Decimal(0)) + amount
-                bucket["pods"] = bucket.get("pods", Decimal(0)) + 1
-                return
+                feasible.append(node)
+                continue
             resource_only += only_resources
             for reason in failed:
                 reasons[reason] = reasons.get(reason, 0) + 1
-        self._mark_unschedulable(pod, unschedulable_message(reasons, resource_only, len(nodes)))
+        if not feasible:
+            self._mark_unschedulable(pod, unschedulable_message(reasons, resource_only, len(nodes)))
+            return
+        # NodeResourcesFit's default LeastAllocated scoring: the node with the most room left wins.
+        node = max(feasible, key=lambda n: _free_share(n, used.get(n["metadata"]["name"], {}), requests))
+        self._bind(pod, node)
+        bucket = used.setdefault(node["metadata"]["name"], {})
+        for name, amount in requests.items():
+            bucket[name] = bucket.get(name, Decimal(0)) + amount
+        bucket["pods"] = bucket.get("pods", Decimal(0)) + 1
 
     def _gpu_starved(self, pod: dict[str, Any], requests: dict[str, Decimal]) -> bool:
         if requests.get(GPU, Decimal(0)) <= 0:
@@ -167,6 +174,17 @@ def _used_by_node(pods: list[dict[str, Any]]) -> dict[str, dict[str, Decimal]]:
             bucket[name] = bucket.get(name, Decimal(0)) + amount
         bucket["pods"] = bucket.get("pods", Decimal(0)) + 1
     return used
+
+
+def _free_share(node: dict[str, Any], used: dict[str, Decimal], requests: dict[str, Decimal]) -> Decimal:
+    """Mean share of CPU and memory left on `node` after placing `requests` (LeastAllocated)."""
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    shares = []
+    for name in ("cpu", "memory"):
+        have = parse_quantity(allocatable.get(name, "0"))
+        left = have - used.get(name, Decimal(0)) - requests.get(name, Decimal(0))
+        shares.append(left / have if have > 0 else Decimal(0))
+    return sum(shares) / len(shares)
 
 
 def _filter(pod: dict[str, Any], node: dict[str, Any], requests: dict[str, Decimal],
