@@ -1,8 +1,9 @@
 """Every command in the README and docs/ is either run here or marked as needing GCP or a human.
 
 Fenced shell blocks carry a marker after the language: `sh sandbox-safe` blocks are run, each as one
-`bash -euo pipefail` script from the project root, against a real local Prefect server (the session
-fixture) and whatever sandbox the block starts; `sh gcp` blocks need a GCP project and `sh manual`
+`bash -euo pipefail` script from the project root, against a real local Prefect server of this module's
+own (the docs save blocks, deploy and emit events: none of that may leak into other tests' server)
+and whatever sandbox the block starts; `sh gcp` blocks need a GCP project and `sh manual`
 blocks start something long-running or install software: those two are only syntax-checked
 (`bash -n`). Python blocks are compiled. A shell block without a marker fails the test, so a new
 command cannot slip into the docs unclassified.
@@ -22,11 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import _free_port, _wait_healthy
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
 MARKERS = {"sandbox-safe", "gcp", "manual"}
 BLOCK_TIMEOUT_S = 240
+SERVER_START_TIMEOUT_S = 180   # a busy 2-core machine can take minutes to migrate a fresh database
 SANDBOX_PORT = 8089          # the port the docs' sandbox commands use (examples/sandbox.yaml points there)
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 
@@ -91,6 +95,31 @@ def test_the_failure_messages_the_operations_guide_quotes_are_in_the_code():
     assert len(quoted) >= 20 and not missing, f"quoted in docs/operations.md but not in the code: {missing}"
 
 
+@pytest.fixture(scope="module")
+def docs_prefect_server(tmp_path_factory):
+    """A `prefect server start` for the docs' commands alone; yields the environment that targets it."""
+    home = tmp_path_factory.mktemp("docs-prefect-home")
+    port = _free_port()
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false")
+    log = home / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                 "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(home))
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log, timeout_s=SERVER_START_TIMEOUT_S)
+        yield env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -124,22 +153,52 @@ def run_block(block: Block, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda b: b.where)
-def test_sandbox_safe_commands_run(block: Block, prefect_server, tmp_path):
+def test_sandbox_safe_commands_run(block: Block, docs_prefect_server, tmp_path):
     if "curl " in block.body and not _which("curl"):
         pytest.skip("curl is not installed")
     if f":{SANDBOX_PORT}" in block.body:
         _wait_port_free(SANDBOX_PORT)
-    env = dict(prefect_server, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    env = dict(docs_prefect_server, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1")
     env.pop("GKE_LLM_FLOWS_SIMULATED_CLOCK", None)   # each block sets up its own clock, as a reader would
     started = time.monotonic()
     done = run_block(block, env)
     assert done.returncode == 0, f"{block.where} exited {done.returncode}:\n{block.body}\n--- output ---\n" \
                                  f"{done.stdout[-6000:]}"
-    print(f"{block.where}: ok in {time.monotonic() - started:.1f}s")
+    print(f"{block.where}: ok in {time.monotonic() - started:.1f}s; output ends:\n{done.stdout[-1500:]}")
 
 
 def _which(name: str) -> bool:
     import shutil
 
     return shutil.which(name) is not None
+
+
+def _block_with(text: str) -> Block:
+    return next(b for b in RUNNABLE if text in b.body)
+
+
+@pytest.mark.slow
+def test_the_ci_snippet_starts_a_redeploy_with_the_published_model(docs_prefect_server, tmp_path):
+    """The operations guide's Python event snippet reaches the deployed `redeploy-llm/on-change` trigger."""
+    import httpx
+
+    env = dict(docs_prefect_server, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               TMPDIR=str(tmp_path))
+    api = env["PREFECT_API_URL"]
+    found = httpx.get(f"{api}/deployments/name/redeploy-llm/on-change", timeout=30)
+    if found.status_code == 404:      # the going-live rehearsal did not run in this session: deploy now
+        assert run_block(_block_with("prefect --no-prompt deploy"), env).returncode == 0
+        found = httpx.get(f"{api}/deployments/name/redeploy-llm/on-change", timeout=30)
+    deployment_id = found.json()["id"]
+    emit = run_block(_block_with("publish_model("), env)
+    assert emit.returncode == 0, emit.stdout
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}},
+                          timeout=30).json()
+        sources = [r["parameters"].get("model_source") for r in runs]
+        if "deepseek-ai/DeepSeek-R1-0528" in sources:
+            return
+        time.sleep(1)
+    pytest.fail(f"no redeploy-llm/on-change run with the published model_source after 60 s; runs: {sources}")
