@@ -33,7 +33,7 @@ def cluster(pytestconfig):
     """A running cluster with the CRDs, the operator and room for two RayServices (one per test, each in
     its own namespace: the guide's nodes twice over); set up once because applying the ~1 MB CRDs
     through the API server takes seconds."""
-    kube = KubeCluster(ClusterRef("proj", "us-east5-a", "kuberay-gpu-cluster"), clock=ScaledClock(1500),
+    kube = KubeCluster(ClusterRef("proj", "us-east5-a", "kuberay-gpu-cluster"), clock=ScaledClock(3000),
                        profile=load_profile("realistic"), faults=Faults())
     kube.start()
     api = client_for(kube)
