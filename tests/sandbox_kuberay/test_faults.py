@@ -256,3 +256,23 @@ def test_the_dashboards_node_summary_shows_the_disk_filling_during_the_download(
     first = worker_disk_used()
     sim.ctx.clock.sleep(300)
     assert worker_disk_used() > first + 100e9      # ~700 MB/s for 5 minutes
+
+
+def test_an_overlong_name_fails_validation_as_upstream(sim):
+    service = sample_rayservice()
+    service["metadata"]["name"] = "deepseek-r1-" + "x" * 40
+    start(sim, service)
+    rs = sim.wait_for(lambda: (r := sim.rayservice(service["metadata"]["name"]))
+                      and condition(r, "Ready").get("reason") == "ValidationFailed" and r, what="ValidationFailed")
+    assert "no more than 47 characters" in condition(rs, "Ready")["message"]
+    sim.wait_for(lambda: events(sim, "InvalidRayServiceMetadata"), what="InvalidRayServiceMetadata event")
+    assert not sim.store.list(("ray.io", "rayclusters"))[0]
+
+
+def test_an_unparsable_serve_config_is_reported_in_an_event(sim):
+    service = sample_rayservice()
+    service["spec"]["serveConfigV2"] = "applications: [unclosed"
+    start(sim, service)
+    event = sim.wait_for(lambda: events(sim, "FailedToUpdateServeApplications"), what="the failure event")[0]
+    assert event["type"] == "Warning" and "Failed to update serve applications" in event["message"]
+    assert not pending_app(sim)
