@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from blocks.errors import DriftError, NotOursError, only_transient_errors
-from blocks.labels import is_ours, owner_labels
+from blocks.labels import LEASE_EXPIRY_KEY, RUN_ID_KEY, is_ours, owner_labels
 from blocks.render_rayservice import hf_token_secret_manifest, ray_service_manifest
 from blocks.spec import StackSpec
 from tasks.clock import Clock, SystemClock
@@ -126,16 +126,17 @@ def ensure_ray_service(kube: KubeApi, spec: StackSpec, *, hf_token: str | Secret
 
     Idempotent: the same spec and labels make no write. A Serve-config-only change is applied in
     place. A Ray-cluster change is refused (DriftError) unless `serving.allow_cluster_recreate`.
+    Without a lease or run id, the live RayService's are kept (a redeploy does not drop the lease).
     Raises NotOursError for a same-named RayService we do not own. The token is never logged.
     """
     s = spec.serving
-    labels = {"lease_expiry_epoch_s": lease_expiry_epoch_s, "run_id": run_id}
     result = RayServiceResult(s.ray_service_name, s.namespace, Action.NOOP)
     _ensure_namespace(kube, s.namespace, spec.name)
+    live = kube.get(RAY_SERVICE, s.ray_service_name, s.namespace)
+    labels = _lease_labels(live, lease_expiry_epoch_s, run_id)
     if hf_token is not None:
         result.secret_applied = _ensure_secret(kube, hf_token_secret_manifest(spec, hf_token, **labels), spec.name)
     desired = ray_service_manifest(spec, hf_token=hf_token is not None, **labels)
-    live = kube.get(RAY_SERVICE, s.ray_service_name, s.namespace)
     if live is not None and is_ours((live.get("metadata") or {}).get("labels"), spec.name):
         applied = kube.apply(desired, dry_run=True)        # what our apply would make of it; no write
     else:
@@ -151,6 +152,16 @@ def ensure_ray_service(kube: KubeApi, spec: StackSpec, *, hf_token: str | Secret
              f" ({', '.join(plan.changed_paths[:8])})" if plan.changed_paths else "")
     result.generation = (live or {}).get("metadata", {}).get("generation")
     return result
+
+
+def _lease_labels(live: dict[str, Any] | None, lease_expiry_epoch_s: int | None,
+                  run_id: str | None) -> dict[str, Any]:
+    """Return the lease and run labels to apply: the given ones, else those the live object carries."""
+    have = ((live or {}).get("metadata") or {}).get("labels") or {}
+    lease = have.get(LEASE_EXPIRY_KEY)
+    if lease_expiry_epoch_s is None and lease and lease.isdigit():
+        lease_expiry_epoch_s = int(lease)
+    return {"lease_expiry_epoch_s": lease_expiry_epoch_s, "run_id": run_id or have.get(RUN_ID_KEY)}
 
 
 def _ensure_namespace(kube: KubeApi, namespace: str, stack: str) -> None:

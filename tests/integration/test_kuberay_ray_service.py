@@ -154,6 +154,14 @@ def test_a_serve_config_change_updates_the_running_cluster_in_place(box):
     assert serve.status()["applications"]["llm_app"]["status"] == "RUNNING"
 
 
+def test_a_redeploy_without_a_lease_keeps_the_live_lease_and_run_labels(box):
+    box.spy.calls.clear()
+    result = ensure_ray_service.fn(box.kube, spec(max_num_seqs=64), hf_token=HF_TOKEN)
+    assert result.action is Action.NOOP and box.spy.writes() == []
+    labels = box.kube.get(RAY_SERVICE, NAME, NS)["metadata"]["labels"]
+    assert labels["gke-llm-flows-lease-expiry"] == "2000000000" and labels["gke-llm-flows-run-id"] == "run-1"
+
+
 def test_a_cluster_change_is_refused_without_touching_the_rayservice(box):
     box.spy.calls.clear()
     with pytest.raises(DriftError, match="twice the GPUs"):
