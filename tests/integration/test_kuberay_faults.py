@@ -212,3 +212,23 @@ def test_a_missing_serving_namespace_is_created_and_its_rayservice_deleted_clean
     assert result.action.value == "create" and box.kube.get(RAY_SERVICE, "deepseek-r1", "llm") is not None
     assert delete_ray_service.fn(box.kube, spec, clock=box.clock) is True
     assert box.kube.get(RAY_SERVICE, "deepseek-r1", "llm") is None
+
+
+def test_a_gpu_node_lost_mid_load_with_no_replacement_fails_naming_the_stranded_pod(box, clean):
+    spec = stack_spec()
+    ensure_ray_service.fn(box.kube, spec)
+
+    def lose_a_gpu_node_once_downloading():
+        wait_for(lambda: app_status(box.ctx.store) == "DEPLOYING", what="the download to start", timeout_s=60)
+        box.inject({"kind": "node_lost", "node_prefix": "gke-kuberay-gpu-cluster-gpu-node-pool", "times": 1})
+
+    saboteur = threading.Thread(target=lose_a_gpu_node_once_downloading)
+    saboteur.start()
+    try:
+        with pytest.raises(RolloutFailed) as failure:
+            wait_for_ray_service_ready.fn(box.kube, spec, clock=box.clock)
+    finally:
+        saboteur.join()
+        box.add_gpu_nodes(2)                       # the lost node comes back for later tests
+    assert re.search(r"pod default/deepseek-r1-\w+-gpu-group-worker-\w+ is unschedulable", str(failure.value))
+    assert "no GPU capacity is coming" in str(failure.value)
