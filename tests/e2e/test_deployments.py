@@ -290,6 +290,19 @@ def test_updating_the_serving_block_triggers_a_redeploy(served):
     assert still_billing(served.sandbox.inventory()) == [POOL]     # redeployed in place, never down
 
 
+def test_two_spin_ups_of_one_stack_do_not_overlap(served):
+    _ensure_up(served)      # cheap: both runs then converge on the running stack
+    responses = [_create_run(served, SPIN_UP) for _ in range(2)]
+    assert [r.status_code for r in responses] == [201, 201]
+    runs = [_final(served, r.json()["id"], expect="COMPLETED", timeout_s=300) for r in responses]
+    first, second = sorted(runs, key=lambda r: r.start_time)
+    assert first.end_time <= second.start_time, (first.end_time, second.start_time)
+    with get_client(sync_client=True) as client:
+        waited = [s.name for r in runs for s in client.read_flow_run_states(r.id)]
+    assert "AwaitingConcurrencySlot" in waited                      # the deployment limit held it back
+    assert still_billing(served.sandbox.inventory()) == [POOL]      # one stack, one GPU pool
+
+
 def test_a_published_model_event_redeploys_with_the_payload_model_source(served):
     _ensure_up(served)
     emitted_at = datetime.now(timezone.utc)
@@ -322,19 +335,6 @@ def _events(served: Served, name: str, *, since: datetime) -> list[dict]:
         "filter": {"event": {"name": [name]}, "occurred": {"since": since.isoformat()}}, "limit": 20})
     response.raise_for_status()
     return response.json()["events"]
-
-
-def test_two_spin_ups_of_one_stack_do_not_overlap(served):
-    _ensure_up(served)      # cheap: both runs then converge on the running stack (the next test tears it down)
-    responses = [_create_run(served, SPIN_UP) for _ in range(2)]
-    assert [r.status_code for r in responses] == [201, 201]
-    runs = [_final(served, r.json()["id"], expect="COMPLETED", timeout_s=300) for r in responses]
-    first, second = sorted(runs, key=lambda r: r.start_time)
-    assert first.end_time <= second.start_time, (first.end_time, second.start_time)
-    with get_client(sync_client=True) as client:
-        waited = [s.name for r in runs for s in client.read_flow_run_states(r.id)]
-    assert "AwaitingConcurrencySlot" in waited                      # the deployment limit held it back
-    assert still_billing(served.sandbox.inventory()) == [POOL]      # one stack, one GPU pool
 
 
 def test_an_api_run_with_custom_parameters_works_and_a_bad_parameter_is_rejected_at_creation(served):
