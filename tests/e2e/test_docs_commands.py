@@ -152,6 +152,7 @@ def run_block(block: Block, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SERVER_START_TIMEOUT_S + BLOCK_TIMEOUT_S + 60)   # the first one also starts the server
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda b: b.where)
 def test_sandbox_safe_commands_run(block: Block, docs_prefect_server, tmp_path):
     if "curl " in block.body and not _which("curl"):
@@ -179,6 +180,7 @@ def _block_with(text: str) -> Block:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SERVER_START_TIMEOUT_S + 2 * BLOCK_TIMEOUT_S)
 def test_the_ci_snippet_starts_a_redeploy_with_the_published_model(docs_prefect_server, tmp_path):
     """The operations guide's Python event snippet reaches the deployed `redeploy-llm/on-change` trigger."""
     import httpx
