@@ -65,7 +65,13 @@ def _jinja_json(template: str) -> dict[str, Any]:
 
 
 def crash_chain_trigger() -> dict[str, Any]:
-    """Start the after-crash teardown for the stack of a spin-up run that ended badly."""
+    """Start the after-crash teardown for the stack of a spin-up run that ended badly.
+
+    Known gap: the teardown it starts does not see the run's `keep_on_failure` nor the stack's
+    `lifecycle.keep_for_debugging` / `teardown_on_failure` (only the flow's own hook checks them), so
+    a failed spin-up asked to keep its stack is still torn down by this chain. Closing it needs
+    teardown_llm to take the failed run (`{{ event.resource.id }}`) and apply the same checks.
+    """
     return {
         "type": "event",
         "name": "teardown-after-spin-up-crash",
