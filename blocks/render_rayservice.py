@@ -36,11 +36,18 @@ HEAD_PORTS = [
 ]
 
 
+def _model_source(source: str) -> str | dict[str, str]:
+    """A bucket copy goes in Ray Serve LLM's mirror-config form, which every Ray Serve LLM release reads
+    (GCSMirrorConfig up to the 2.4x docs, CloudMirrorConfig later); a bare gs:// string is not one of the
+    documented forms. Hugging Face ids and local paths stay plain strings."""
+    return {"bucket_uri": source} if source.startswith("gs://") else source
+
+
 def serve_config(spec: StackSpec) -> dict[str, Any]:
     """Return the Ray Serve config (serveConfigV2, parsed) for the stack's LLM."""
     s = spec.serving
     llm_config: dict[str, Any] = {
-        "model_loading_config": {"model_id": s.model_id, "model_source": s.model_source},
+        "model_loading_config": {"model_id": s.model_id, "model_source": _model_source(s.model_source)},
         "accelerator_type": s.accelerator_type,
         "deployment_config": {"autoscaling_config": {"min_replicas": s.min_replicas,
                                                      "max_replicas": s.max_replicas}},

@@ -8,6 +8,7 @@ KubeRay sample `ray-service.deepseek.yaml`. Building a spec (constructor, `model
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +33,17 @@ K8sName = Annotated[str, AfterValidator(formats.k8s_name)]
 Namespace = Annotated[str, AfterValidator(formats.k8s_namespace)]
 Zone = Annotated[str, AfterValidator(formats.zone)]
 Labels = Annotated[dict[str, str], AfterValidator(formats.labels)]
+
+# gs://BUCKET/PATH: bucket names are 3-63 of [a-z0-9._-], starting and ending alphanumeric (GCS naming).
+_GCS_URI = r"^gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/[^\s]*)?$"
+
+
+def _model_source(value: str) -> str:
+    """A Hugging Face repo id / local path, or a gs:// URI that must name a valid bucket."""
+    if value.startswith("gs://") and not re.match(_GCS_URI, value):
+        raise ValueError(f"{value!r} is not a gs://BUCKET/PATH URI (bucket: 3-63 characters of a-z, 0-9, "
+                         "'.', '_', '-', starting and ending with a letter or digit)")
+    return value
 
 
 def _quantity(value: str) -> str:
@@ -181,8 +193,13 @@ class ServingSpec(SpecModel):
     ray_service_name: K8sName = Field("deepseek-r1", description="RayService name")
     namespace: Namespace = Field("default", description="namespace of the RayService")
     model_id: str = Field("deepseek", min_length=1, max_length=256, description="served model id (OpenAI 'model')")
-    model_source: str = Field("deepseek-ai/DeepSeek-R1", min_length=1, max_length=1024,
-                              description="Hugging Face repo or path the weights load from")
+    model_source: Annotated[str, AfterValidator(_model_source)] = Field(
+        "deepseek-ai/DeepSeek-R1", min_length=1, max_length=1024,
+        description="Hugging Face repo or path the weights load from, or gs://BUCKET/PATH: a copy staged by "
+                    "stage_weights (Ray Serve LLM's cloud-storage source; see docs: Ray >= 2.46 images)")
+    staged_from: str | None = Field(
+        None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][-._A-Za-z0-9]*/[-._A-Za-z0-9]+$",
+        description="Hugging Face repo (owner/name) that stage_weights copies into the gs:// model_source")
     accelerator_type: str = Field("H100", min_length=1, max_length=32,
                                   description="Ray accelerator type the LLM deployment schedules on")
     tensor_parallel_size: int = Field(8, gt=0, le=64, description="vLLM tensor parallel size (GPUs per stage)")

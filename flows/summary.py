@@ -25,6 +25,29 @@ def estimate_cost(spec: StackSpec, gpu_billed_since_s: float | None, now_s: floa
     return CostEstimate(node_hours, node_hours * price, price, spec.lifecycle.price_source)
 
 
+# Warm mode (lifecycle.delete_cluster_on_teardown=False) keeps the control plane and the CPU node(s).
+# GKE fee: $0.10 per cluster-hour (cloud.google.com/kubernetes-engine/pricing; the $74.40 monthly free
+# credit covers one zonal cluster per billing account). e2-standard-16: $0.536/h on-demand list price in
+# us-central1 (cloud.google.com/compute/vm-instance-pricing, E2; other regions differ by a few %).
+GKE_FEE_PER_HOUR_USD = 0.10
+CPU_NODE_PRICE_PER_HOUR_USD = {"e2-standard-16": 0.536}
+
+
+def warm_cluster_line(spec: StackSpec) -> str:
+    """What keeping the cluster between spin-ups costs per hour and per 16-hour night (markdown)."""
+    if spec.lifecycle.delete_cluster_on_teardown:
+        return "- **After spin-down**: the cluster is deleted (cold start next time, nothing billed)"
+    node = CPU_NODE_PRICE_PER_HOUR_USD.get(spec.cluster.machine_type)
+    if node is None:
+        return (f"- **After spin-down**: the cluster stays (warm): ${GKE_FEE_PER_HOUR_USD:.2f}/h GKE fee plus "
+                f"{spec.cluster.node_count} x {spec.cluster.machine_type} (price not listed here)")
+    hourly = GKE_FEE_PER_HOUR_USD + node * spec.cluster.node_count
+    return (f"- **After spin-down**: the cluster stays (warm, ~6 min faster next spin-up): ${hourly:.2f}/h "
+            f"(${GKE_FEE_PER_HOUR_USD:.2f} GKE fee + {spec.cluster.node_count} x {spec.cluster.machine_type} at "
+            f"${node:.3f}/h), ${hourly * 16:.2f} per 16-hour night; set lifecycle.delete_cluster_on_teardown "
+            "to delete it instead")
+
+
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -54,6 +77,7 @@ def spin_up_summary(spec: StackSpec, timeline: Timeline, *, endpoint: str, answe
         + (f", {tokens_per_s:.1f} tokens/s" if tokens_per_s else ""),
         f"- **Estimated GPU cost so far**: ${cost.usd:,.2f} ({cost.gpu_node_hours:.2f} node-hours at "
         f"${cost.price_per_node_hour_usd:.2f}/node-hour; {cost.price_source})",
+        warm_cluster_line(spec),
         "",
         "## Answer",
         "",

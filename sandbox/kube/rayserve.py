@@ -311,7 +311,10 @@ def _import_error(import_path: str) -> str:
 def _llm_config(entry: dict[str, Any], profile: dict[str, Any]) -> LlmConfig:
     loading = entry.get("model_loading_config") or {}
     engine = entry.get("engine_kwargs") or {}
-    source = str(loading.get("model_source") or loading.get("model_id") or "")
+    source = loading.get("model_source") or loading.get("model_id") or ""
+    if isinstance(source, dict):   # Ray Serve LLM's mirror config: {bucket_uri: gs://... or s3://...}
+        source = source.get("bucket_uri") or ""
+    source = str(source)
     gpus = int(engine.get("tensor_parallel_size", 1)) * int(engine.get("pipeline_parallel_size", 1))
     return LlmConfig(model_id=str(loading.get("model_id", source)), source=source,
                      accelerator=entry.get("accelerator_type"), gpus=gpus,
@@ -322,6 +325,9 @@ def model_size_gb(source: str, profile: dict[str, Any]) -> float | None:
     """Weights size of a Hugging Face repo: the profile's catalogue, else 2 bytes/parameter from a
     `...-7B...` style name; None when neither knows it (Hugging Face would answer 404)."""
     catalogue = (profile.get("kube", {}).get("models") or {})
+    if source.startswith("gs://"):
+        # A staged copy (flows/stage_weights.py) keeps the repo id as the object prefix's tail.
+        source = next((repo for repo in catalogue if source.rstrip("/").endswith("/" + repo)), source[5:])
     if source in catalogue:
         return float(catalogue[source])
     match = re.search(r"(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", source.split("/")[-1])

@@ -70,7 +70,9 @@ def _start_replica(serve: RayServe, run: AppRun, key: frozenset, now: float) -> 
         run.fail_at = now + float(kube.get("constructor_failure_s", 45))
         return
     cached = (llm.source, frozenset(uid for uid, _, _ in key)) in serve.downloaded
-    download = 0.0 if cached else llm.size_gb * 1000 / float(kube.get("weight_download_mb_per_s", 600))
+    rate = (kube.get("gcs_download_mb_per_s", 2000) if llm.source.startswith("gs://")
+            else kube.get("weight_download_mb_per_s", 600))
+    download = 0.0 if cached else llm.size_gb * 1000 / float(rate)
     if slow := take_fault(serve.ctx.faults, "slow_download", key="model_id", value=llm.model_id):
         download *= float(slow.get("factor", 3))
     if take_fault(serve.ctx.faults, "stalled_download", key="model_id", value=llm.model_id):

@@ -90,10 +90,11 @@ CLUSTER_ROLE_BINDING = Resource("rbac.authorization.k8s.io/v1", "ClusterRoleBind
                                 "clusterrolebindings", False)
 ROLE = Resource("rbac.authorization.k8s.io/v1", "Role", "roles", True)
 ROLE_BINDING = Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True)
+JOB = Resource("batch/v1", "Job", "jobs", True)
 
 KNOWN_RESOURCES = {(r.api_version, r.kind): r for r in (
     RAY_SERVICE, RAY_CLUSTER, POD, EVENT, NODE, NAMESPACE, SECRET, SERVICE, SERVICE_ACCOUNT, DEPLOYMENT, CRD,
-    CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING)}
+    CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING, JOB)}
 
 
 def resource_of(manifest: dict[str, Any]) -> Resource:

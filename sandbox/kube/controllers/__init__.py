@@ -25,6 +25,7 @@ Faults (`ctx.faults`, i.e. `POST /_sandbox/faults`), each documented where it ac
 from __future__ import annotations
 
 from sandbox.kube.controllers.deployments import DeploymentController
+from sandbox.kube.controllers.jobs import JobController
 from sandbox.kube.controllers.kubelet import Kubelet
 from sandbox.kube.controllers.kuberay import RayServiceController
 from sandbox.kube.controllers.nodes import NodeController, add_node_pool_nodes, remove_node_pool_nodes
@@ -56,6 +57,7 @@ CONTROLLERS: list[type] = [
     DeploymentController,
     RayClusterController,
     RayServiceController,
+    JobController,
 ]
 
 __all__ = ["CONTROLLERS", "KUBE_FAULT_PARAMS", "add_node_pool_nodes", "remove_node_pool_nodes"]

@@ -1,0 +1,234 @@
+"""`python -m bench.spinup`: our spin-up against the guide's sequential procedure, in one sandbox run.
+
+One in-process sandbox (realistic profile, `--time-scale`, default 60x), one local Prefect server.
+Variants, each on its own cluster so they can run side by side on the one simulated clock:
+
+1. `guide (baseline)`: `bench.guide_replay`, the guide's steps strictly in sequence, fixed polling;
+2. `ours cold`: `serve_llm` from nothing (Hugging Face weights);
+3. `ours warm`: the cluster kept from the run before (teardown with the keep-cluster policy), so only
+   the GPU pool and the model;
+4. `ours cold staged` / `ours warm staged`: 2 and 3 serving the copy in a GCS bucket that
+   `stage_weights` made (run once, beforehand, on its own cluster; its one-time duration is printed);
+5. a fatal sign: `serve_llm` on a warm cluster with `image_pull_backoff` injected; simulated seconds
+   from the fault's first firing to the first delete of the teardown.
+
+Prints a table, then the last line:
+`cold_ratio=X warm_ratio=X cold_staged_ratio=X warm_staged_ratio=X gpu_node_minutes_ratio=X overhead_pct=X
+fatal_to_teardown_s=X api_requests_per_min=X`. Writes `bench/out/spinup.png` (and `--readme-chart`).
+Known distortion: real CPU time in the flow process (Prefect API calls, server-side apply of the
+1 MB CRDs) counts as simulated time times the scale; the overhead column includes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.spinup_measure import (
+    Variant,
+    critical_path_s,
+    pool_gpu_node_s,
+    requests_per_min,
+    summary_line,
+    table,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+README_CHART = ROOT / "docs" / "images" / "spinup-timeline.png"
+BUCKET_SOURCE = "gs://gke-llm-flows-weights/deepseek-ai/DeepSeek-R1"
+HF_SOURCE = "deepseek-ai/DeepSeek-R1"
+
+
+def stack_file(folder: Path, gke_url: str, name: str, *, staged: bool) -> Path:
+    """Write a copy of examples/sandbox.yaml as stack `name` on cluster `name`; return its path."""
+    data = yaml.safe_load((ROOT / "examples" / "sandbox.yaml").read_text(encoding="utf-8"))
+    data["name"] = name
+    data["cluster"].update(api_endpoint=gke_url, name=name)
+    if staged:
+        data["serving"].update(model_source=BUCKET_SOURCE, staged_from=HF_SOURCE)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class Bench:
+    """The sandbox, the stacks and the measurements of one benchmark run."""
+
+    def __init__(self, sandbox, folder: Path):
+        from blocks.spec import StackSpec
+        from tasks.clock import clock_from_env
+
+        self.sandbox, self.clock = sandbox, clock_from_env()
+        self.files = {n: stack_file(folder, sandbox.gke_url, n, staged=s) for n, s in
+                      (("guide", False), ("bench-hf", False), ("bench-gcs", True), ("bench-stage", True))}
+        self.specs = {n: StackSpec.from_yaml(p) for n, p in self.files.items()}
+        self.size_gb = float(sandbox.profile["kube"]["models"][HF_SOURCE])
+        self.notes: list[str] = []
+
+    def sim_s(self) -> float:
+        return self.sandbox.clock.elapsed_s()
+
+    def billed(self, stack: str) -> float:
+        spec = self.specs[stack]
+        return pool_gpu_node_s(self.sandbox.gke.meter.report(), spec.cluster.name, spec.gpu_pool.name)
+
+    def api_rate(self, stack: str, start_s: float, end_s: float) -> float:
+        """GKE + Kubernetes requests per minute for `stack`'s cluster while the model loads."""
+        from bench.measure import kube_requests
+
+        name = self.specs[stack].cluster.name
+        times = [r["elapsed_s"] for r in self.sandbox.requests() if f"/clusters/{name}" in r["path"]]
+        times += [r["elapsed_s"] for r in kube_requests(self.sandbox, self.specs[stack])]
+        return requests_per_min(times, start_s, end_s)
+
+    def guide(self) -> Variant:
+        from bench.guide_replay import replay_guide
+
+        v, start, billed0 = Variant("guide (baseline)"), self.sim_s(), self.billed("guide")
+        offset = self.clock.time() - start
+        run = replay_guide(self.specs["guide"], gke_url=self.sandbox.gke_url, clock=self.clock)
+        end = self.sim_s()
+        v.ok, v.seconds, v.gpu_node_s = run.ok, end - start, self.billed("guide") - billed0
+        v.phases = [(n, a - offset - start, b - offset - start) for n, a, b in run.phases]
+        load = next(p for p in v.phases if p[0] == "model-load")
+        v.api_requests_per_min = self.api_rate("guide", start + load[1], start + load[2])
+        v.critical_path_s = critical_path_s(self.sandbox.profile, size_gb=self.size_gb, warm=False, staged=False)
+        return v
+
+    def ours(self, name: str, stack: str, *, warm: bool, staged: bool) -> Variant:
+        from flows.spin_up import serve_llm
+        from flows.stack_ref import StackRef
+
+        v, start, billed0 = Variant(name), self.sim_s(), self.billed(stack)
+        state = serve_llm(stack=StackRef(file=str(self.files[stack])), return_state=True)
+        end = self.sim_s()
+        v.ok, v.seconds, v.gpu_node_s = state.is_completed(), end - start, self.billed(stack) - billed0
+        v.critical_path_s = critical_path_s(self.sandbox.profile, size_gb=self.size_gb, warm=warm, staged=staged)
+        if not v.ok:
+            v.note = (state.message or "")[:200]
+            return v
+        result = state.result()
+        flow_start = end - float(result["ready_after_s"])
+        v.phases = [(r["phase"], flow_start - start + r["start_s"], flow_start - start + r["start_s"]
+                     + (r["duration_s"] or 0)) for r in result["timeline"]]
+        load = next((p for p in v.phases if p[0] == "model-load"), (None, 0.0, v.seconds))
+        v.api_requests_per_min = self.api_rate(stack, start + load[1], start + load[2])
+        return v
+
+    def keep_cluster_teardown(self, stack: str) -> None:
+        from flows.spin_down import teardown_llm
+        from flows.stack_ref import StackRef
+
+        state = teardown_llm(stack=StackRef(file=str(self.files[stack])), delete_cluster_too=False,
+                             reason="bench: keep the cluster overnight", return_state=True)
+        if not state.is_completed():
+            self.notes.append(f"teardown of {stack}: {state.message}")
+
+    def stage(self) -> None:
+        from flows.stack_ref import StackRef
+        from flows.stage_weights import stage_weights
+
+        start = self.sim_s()
+        state = stage_weights(stack=StackRef(file=str(self.files["bench-stage"])), return_state=True)
+        again = stage_weights(stack=StackRef(file=str(self.files["bench-stage"])), return_state=True)
+        result = again.result(raise_on_failure=False) if again.is_completed() else None
+        self.notes.append(f"stage_weights (one-time, on its own cluster): {state.type.value} after "
+                          f"{(self.sim_s() - start) / 60:.1f} simulated min; second run: "
+                          f"{(result or {}).get('action', again.message)}")
+
+    def fatal(self) -> float | None:
+        """Inject image_pull_backoff into a warm spin-up of bench-hf; fault -> first teardown delete (s)."""
+        from bench.measure import FaultClock, kube_requests, teardown_started_s
+        from flows.spin_up import serve_llm
+        from flows.stack_ref import StackRef
+
+        spec, recorder = self.specs["bench-hf"], FaultClock(self.sandbox)
+        self.sandbox.inject({"kind": "image_pull_backoff"})
+        state = serve_llm(stack=StackRef(file=str(self.files["bench-hf"])), return_state=True)
+        self.sandbox.clear_faults()
+        if state.is_completed() or recorder.first_fired_s is None:
+            self.notes.append(f"fatal: run {state.type.value}, fault fired at {recorder.first_fired_s}")
+            return None
+        started = teardown_started_s(self.sandbox.requests(), kube_requests(self.sandbox, spec), spec,
+                                     after_s=recorder.first_fired_s)
+        return None if started is None else started - recorder.first_fired_s
+
+
+def in_parallel(*jobs: Callable[[], Any]) -> list[Any]:
+    """Run `jobs` in threads (each with a copy of the Prefect context); return their results in order."""
+    results: list[Any] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def run(i: int, job: Callable[[], Any]) -> None:
+        try:
+            results[i] = job()
+        except BaseException as e:  # noqa: BLE001 - re-raised below in the caller's thread
+            errors.append(e)
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(run, i, job))
+               for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def run_benchmark(time_scale: float) -> tuple[list[Variant], float | None, list[str]]:
+    """The whole benchmark in one sandbox; returns the variants, fatal-to-teardown seconds, notes."""
+    from bench.prefect_server import local_prefect_server
+    from sandbox.app import Sandbox
+    from tasks.clock import TIME_SCALE_ENV
+
+    with local_prefect_server(), Sandbox(time_scale=time_scale, profile="realistic", kubernetes=True) as sandbox, \
+            tempfile.TemporaryDirectory() as tmp:
+        os.environ[TIME_SCALE_ENV] = sandbox.flows_clock_env()
+        b = Bench(sandbox, Path(tmp))
+        guide, cold, _ = in_parallel(b.guide, lambda: b.ours("ours cold", "bench-hf", warm=False, staged=False),
+                                     b.stage)
+        cold_staged, _ = in_parallel(lambda: b.ours("ours cold staged", "bench-gcs", warm=False, staged=True),
+                                     lambda: b.keep_cluster_teardown("bench-hf"))
+        warm, _ = in_parallel(lambda: b.ours("ours warm", "bench-hf", warm=True, staged=False),
+                              lambda: b.keep_cluster_teardown("bench-gcs"))
+        warm_staged, _ = in_parallel(lambda: b.ours("ours warm staged", "bench-gcs", warm=True, staged=True),
+                                     lambda: b.keep_cluster_teardown("bench-hf"))
+        fatal = b.fatal()
+        return [guide, cold, warm, cold_staged, warm_staged], fatal, b.notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.spinup", description=__doc__.splitlines()[0])
+    parser.add_argument("--time-scale", type=float, default=60.0, help="simulated seconds per wall second")
+    parser.add_argument("--readme-chart", action="store_true", help=f"also write {README_CHART}")
+    args = parser.parse_args(argv)
+    wall = time.monotonic()
+    variants, fatal, notes = run_benchmark(args.time_scale)
+    from bench.spinup_chart import draw_timeline
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    draw_timeline(variants, OUT / "spinup.png")
+    if args.readme_chart:
+        draw_timeline(variants, README_CHART)
+    print(f"\nspin-up benchmark: realistic profile at {args.time_scale:g}x, {time.monotonic() - wall:.0f} s wall; "
+          "figures are simulated minutes")
+    print(table(variants))
+    for note in notes + [f"{v.name}: {v.note}" for v in variants if v.note]:
+        print(f"note: {note}")
+    print(f"fatal sign (image_pull_backoff) to teardown start: {fatal} simulated s; chart: {OUT / 'spinup.png'}")
+    print(summary_line({v.name: v for v in variants}, fatal_to_teardown_s=fatal))
+    return 0 if all(v.ok for v in variants) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""What the spin-up benchmark computes: the profile's critical path, bills, request rates, the table.
+
+Pure functions over the sandbox profile, its meter report and request logs, so they are unit-tested
+without a sandbox (tests/unit/test_bench_spinup.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The guide's answer (424 completion tokens in its sample output) is what every variant waits for last.
+GUIDE_COMPLETION_TOKENS = 424
+
+
+@dataclass
+class Variant:
+    """One measured spin-up: simulated seconds from start to a validated answer, and what it cost."""
+    name: str
+    ok: bool = False
+    seconds: float = 0.0
+    gpu_node_s: float = 0.0
+    critical_path_s: float = 0.0
+    api_requests_per_min: float = 0.0
+    phases: list[tuple[str, float, float]] = field(default_factory=list)   # (name, start, end) from 0
+    note: str = ""
+
+    @property
+    def overhead_pct(self) -> float:
+        return 100.0 * (self.seconds - self.critical_path_s) / self.critical_path_s if self.critical_path_s else 0.0
+
+
+def critical_path_s(profile: dict[str, Any], *, size_gb: float, warm: bool, staged: bool) -> float:
+    """The best possible time to a validated answer with the profile's durations (simulated s).
+
+    The chain nothing can overlap: cluster create (cold only), GPU nodes registered, GPU driver
+    ready, the worker image mounted (image streaming) and its init step, the weight download (Hugging
+    Face or the bucket), the load into GPU memory and warm-up, then the validation answer. The
+    operator, the RayService, the head pod and the Serve app build all fit inside the GPU wait.
+    """
+    gke, kube = profile["gke"], profile["kube"]
+    rate = kube["gcs_download_mb_per_s"] if staged else kube["weight_download_mb_per_s"]
+    chain = [
+        0.0 if warm else gke["cluster"]["create_s"],
+        gke["node_pool"]["gpu"]["nodes_after_s"],
+        kube["gpu_driver_install_s"],
+        kube["image_streaming_start_s"],
+        kube["init_container_s"],
+        size_gb * 1000 / rate,
+        size_gb * 1000 / kube["weight_load_mb_per_s"],
+        kube["engine_warmup_s"],
+        kube["llm_time_to_first_token_s"] + GUIDE_COMPLETION_TOKENS / kube["llm_decode_tokens_per_s"],
+    ]
+    return float(sum(chain))
+
+
+def pool_gpu_node_s(meter_report: dict[str, Any], cluster: str, pool: str) -> float:
+    """GPU node-seconds billed so far for `cluster`/`pool` (every VM it ever had)."""
+    return sum(p["gpu_node_seconds"] for p in meter_report["pools"]
+               if p["cluster"].rsplit("/", 1)[-1] == cluster and p["pool"] == pool)
+
+
+def requests_per_min(times_s: list[float], start_s: float, end_s: float) -> float:
+    """Requests per simulated minute among `times_s` that fall in [start_s, end_s]."""
+    if end_s <= start_s:
+        return 0.0
+    return sum(1 for t in times_s if start_s <= t <= end_s) / ((end_s - start_s) / 60)
+
+
+def ratio(value: float, base: float) -> float:
+    return value / base if base else float("nan")
+
+
+def table(variants: list[Variant]) -> str:
+    """The printed table: one row per variant."""
+    head = (f"{'variant':<22} {'ok':<3} {'minutes':>8} {'GPU node-min':>13} {'crit.path min':>14} "
+            f"{'overhead':>9} {'API req/min':>12}")
+    rows = [head, "-" * len(head)]
+    for v in variants:
+        rows.append(f"{v.name:<22} {'yes' if v.ok else 'NO':<3} {v.seconds / 60:>8.1f} {v.gpu_node_s / 60:>13.1f} "
+                    f"{v.critical_path_s / 60:>14.1f} {v.overhead_pct:>8.1f}% {v.api_requests_per_min:>12.2f}")
+    return "\n".join(rows)
+
+
+def summary_line(by_name: dict[str, Variant], *, fatal_to_teardown_s: float | None) -> str:
+    """The benchmark's last line: ratios to the baseline and the headline figures."""
+    base = by_name["guide (baseline)"]
+    cold, warm = by_name["ours cold"], by_name["ours warm"]
+    cold_staged, warm_staged = by_name["ours cold staged"], by_name["ours warm staged"]
+    ours = [cold, warm, cold_staged, warm_staged]
+    overhead = max(v.overhead_pct for v in ours)
+    waiting_rate = max(v.api_requests_per_min for v in ours)
+    fatal = "nan" if fatal_to_teardown_s is None else f"{fatal_to_teardown_s:.0f}"
+    return (f"cold_ratio={ratio(cold.seconds, base.seconds):.2f} warm_ratio={ratio(warm.seconds, base.seconds):.2f} "
+            f"cold_staged_ratio={ratio(cold_staged.seconds, base.seconds):.2f} "
+            f"warm_staged_ratio={ratio(warm_staged.seconds, base.seconds):.2f} "
+            f"gpu_node_minutes_ratio={ratio(cold_staged.gpu_node_s, base.gpu_node_s):.2f} "
+            f"overhead_pct={overhead:.1f} fatal_to_teardown_s={fatal} api_requests_per_min={waiting_rate:.2f}")
