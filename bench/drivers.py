@@ -103,7 +103,7 @@ def kill(sc: Scenario, ctx: Context) -> Trace:
         _mark_crashed(dead)                   # what the heartbeat automation does for a dead host
         janitor(stacks=[ctx.stack])
         return trace
-    _free_stack_lock(ctx.spec.name)           # what the 60 s slot lease does, without waiting for it
+    free_stack_lock(ctx.spec.name)           # what the 60 s slot lease does, without waiting for it
     if sc.phase == "up":
         return up_then_down(ctx, trace)
     down = teardown_llm(stack=ctx.stack, reason="bench: rerun after kill", return_state=True)
@@ -159,7 +159,11 @@ def _mark_crashed(run_ids: list[UUID]) -> None:
             client.set_flow_run_state(run_id, Crashed(message="bench: host killed"), force=True)
 
 
-def _free_stack_lock(stack: str) -> None:
+def free_stack_lock(stack: str) -> None:
+    """Release every slot of the stack's lock (held by a killed run until its lease ends). Idempotent."""
+    from flows.locks import ensure_stack_limit
+
+    ensure_stack_limit(stack)
     with get_client(sync_client=True) as client:
         client.update_global_concurrency_limit(lock_name(stack), GlobalConcurrencyLimitUpdate(active_slots=0))
 

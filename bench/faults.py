@@ -83,7 +83,7 @@ def _warm_cluster(sandbox, spec) -> None:
 
 def run_scenario(sc: Scenario, *, env: dict[str, str], time_scale: float, profile: str, folder: Path) -> Outcome:
     """Run one scenario on a fresh sandbox and measure it."""
-    from bench.drivers import DRIVERS, Context
+    from bench.drivers import DRIVERS, Context, free_stack_lock
     from blocks.spec import StackSpec
     from flows.stack_ref import StackRef
     from sandbox.app import Sandbox
@@ -96,6 +96,7 @@ def run_scenario(sc: Scenario, *, env: dict[str, str], time_scale: float, profil
         path = stack_file(sandbox.gke_url, folder, sc)
         spec = StackSpec.from_yaml(path)
         measure.place_foreign_clusters(sandbox, spec)
+        free_stack_lock(spec.name)     # a fresh world: no slot left by an earlier scenario's killed run
         if not sc.cold:
             _warm_cluster(sandbox, spec)
         since = len(sandbox.requests())

@@ -49,8 +49,8 @@ def local_prefect_server(timeout_s: float = 120) -> Iterator[dict[str, str]]:
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    if os.environ.get("PREFECT_API_URL"):
-        yield dict(os.environ)
+    if PREFECT_API_URL.value():       # set in the environment or in a settings context (a test's server)
+        yield dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(PREFECT_HOME.value()))
         return
     with tempfile.TemporaryDirectory(prefix="bench-prefect-") as tmp:
         home, port = Path(tmp), free_port()

@@ -17,7 +17,7 @@ from blocks.render_rayservice import ray_service_manifest
 from flows.connections import Connections
 from flows.stack_ref import LoadedStack
 from tasks.capacity import placement_of, plan_placements
-from tasks.cluster import check_owner, cluster_ref, desired_cluster, plan_cluster
+from tasks.cluster import check_no_foreign_pools, check_owner, cluster_ref, desired_cluster, plan_cluster
 from tasks.gateways.kube import RAY_SERVICE, SECRET, KubeApi, resource_of
 from tasks.gke_operations import Action
 from tasks.kuberay_operator import is_subset, plan_operator, render_operator_manifests
@@ -140,8 +140,13 @@ def plan_spin_down(conn: Connections, *, delete_cluster_too: bool) -> list[Chang
     changes.append(_delete_or_refuse("node pool", ref.node_pool_path(spec.gpu_pool.name),
                                      pool and dict(pool.config.resource_labels), spec.name, exists=pool is not None))
     if delete_cluster_too:
-        changes.append(_delete_or_refuse("cluster", ref.path, dict(live_cluster.resource_labels), spec.name,
-                                         exists=True))
+        change = _delete_or_refuse("cluster", ref.path, dict(live_cluster.resource_labels), spec.name, exists=True)
+        try:
+            if change.action == "delete":
+                check_no_foreign_pools(live_cluster, spec.name)   # deleting it would delete them too
+        except NotOursError as e:
+            change = Change("cluster", ref.path, "refuse", str(e))
+        changes.append(change)
     else:
         changes.append(Change("cluster", ref.path, "keep", "the policy keeps the cluster "
                               "(lifecycle.delete_cluster_on_teardown or --delete-cluster to delete it)"))
