@@ -25,10 +25,9 @@ SECRETS = (HF_TOKEN, base64.b64encode(HF_TOKEN.encode()).decode(), TOKEN)
 
 
 @pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_server):
+    """The session's real Prefect server (tests/conftest.py)."""
+    yield
 
 
 @pytest.fixture(scope="module")

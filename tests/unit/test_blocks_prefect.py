@@ -18,25 +18,9 @@ TOKEN = "hf_unit_test_token_value_42"
 
 
 @pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    """A temporary Prefect API (SQLite) for this module; yields its API URL. Starts once (~8 s).
-
-    Module-scoped on purpose: the harness overrides PREFECT_API_URL in the settings context while it
-    is open, and later test modules (e.g. end-to-end ones with their own server) must not see it.
-    """
-    from prefect.settings import get_current_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    previous = os.environ.get("PREFECT_HOME")
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))  # keep ~/.prefect out
-    try:
-        with prefect_test_harness(server_startup_timeout=120):
-            yield str(get_current_settings().api.url)
-    finally:
-        if previous is None:
-            os.environ.pop("PREFECT_HOME", None)
-        else:
-            os.environ["PREFECT_HOME"] = previous
+def prefect_harness(prefect_server):
+    """The session's real Prefect server (tests/conftest.py); yields its API URL."""
+    yield prefect_server["PREFECT_API_URL"]
 
 
 def service_account_info() -> dict:
