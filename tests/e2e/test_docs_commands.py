@@ -21,9 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
-
-from tests.e2e.conftest import _free_port, _wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -93,6 +92,26 @@ def test_the_failure_messages_the_operations_guide_quotes_are_in_the_code():
                        for p in (ROOT / folder).rglob("*.py"))
     missing = [q for q in quoted if q not in source]
     assert len(quoted) >= 20 and not missing, f"quoted in docs/operations.md but not in the code: {missing}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"prefect server not healthy after {timeout_s:.0f}s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +202,6 @@ def _block_with(text: str) -> Block:
 @pytest.mark.timeout(SERVER_START_TIMEOUT_S + 2 * BLOCK_TIMEOUT_S)
 def test_the_ci_snippet_starts_a_redeploy_with_the_published_model(docs_prefect_server, tmp_path):
     """The operations guide's Python event snippet reaches the deployed `redeploy-llm/on-change` trigger."""
-    import httpx
-
     env = dict(docs_prefect_server, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                TMPDIR=str(tmp_path))
     api = env["PREFECT_API_URL"]
