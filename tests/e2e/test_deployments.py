@@ -243,14 +243,30 @@ def served(prefect_server, tmp_path_factory) -> Iterator[Served]:
         env = dict(prefect_server, PYTHONPATH=str(ROOT), PREFECT_RUNNER_POLL_FREQUENCY="2",
                    **{TIME_SCALE_ENV: ScaledClock(TIME_SCALE, anchor_epoch_s=sandbox.clock.anchor_epoch_s).to_env()})
         args = ["--block", block_name, "--spin-up-in", str(SPIN_UP_IN_S)]
-        with _serving(args, env, folder / "serve.log") as proc:
-            state = Served(sandbox, block_name, block.spec.name, proc, folder / "serve.log",
-                           prefect_server["PREFECT_API_URL"])
-            for name in (SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE):
-                _wait_for(f"deployment {name}", lambda n=name: _has_deployment(n), timeout_s=120, served=state)
-            yield state
-            _run_to_end(state, SPIN_DOWN, {"delete_cluster_too": True, "reason": "end of the e2e module"})
-            assert still_billing(sandbox.inventory()) == []
+        try:
+            with _serving(args, env, folder / "serve.log") as proc:
+                state = Served(sandbox, block_name, block.spec.name, proc, folder / "serve.log",
+                               prefect_server["PREFECT_API_URL"])
+                for name in (SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE):
+                    _wait_for(f"deployment {name}", lambda n=name: _has_deployment(n), timeout_s=120,
+                              served=state)
+                yield state
+                _run_to_end(state, SPIN_DOWN, {"delete_cluster_too": True, "reason": "end of the e2e module"})
+                assert still_billing(sandbox.inventory()) == []
+        finally:
+            _delete_deployments(SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE, "llm-janitor/sweep")
+
+
+def _delete_deployments(*names: str) -> None:
+    """Remove our deployments and their trigger automations: the server outlives this module."""
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                deployment = client.read_deployment_by_name(name)
+            except Exception:  # noqa: BLE001 - never registered (serve() failed early)
+                continue
+            client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
+            client.delete_deployment(deployment.id)
 
 
 def _has_deployment(name: str) -> bool:
