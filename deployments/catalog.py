@@ -67,10 +67,8 @@ def _jinja_json(template: str) -> dict[str, Any]:
 def crash_chain_trigger() -> dict[str, Any]:
     """Start the after-crash teardown for the stack of a spin-up run that ended badly.
 
-    Known gap: the teardown it starts does not see the run's `keep_on_failure` nor the stack's
-    `lifecycle.keep_for_debugging` / `teardown_on_failure` (only the flow's own hook checks them), so
-    a failed spin-up asked to keep its stack is still torn down by this chain. Closing it needs
-    teardown_llm to take the failed run (`{{ event.resource.id }}`) and apply the same checks.
+    The teardown gets the failed run (`after_run`), so it honours that run's `keep_on_failure` and
+    the stack's `lifecycle.keep_for_debugging` / `teardown_on_failure`, as the flow's own hook does.
     """
     return {
         "type": "event",
@@ -84,6 +82,7 @@ def crash_chain_trigger() -> dict[str, Any]:
         "parameters": {
             "stack": _jinja_json("{{ flow_run.parameters.stack | tojson }}"),
             "reason": "spin-up run {{ flow_run.name }} ended {{ event.resource['prefect.state-name'] }}",
+            "after_run": "{{ event.resource.id }}",
         },
     }
 

@@ -27,6 +27,8 @@ LOCK_TIMEOUT_S = 3 * 3600
 # Constraints go in the type: Prefect drops those of a `Field(...)` default from the parameter schema
 # and does not check them, so `Field("x", max_length=500)` would accept anything.
 Reason = Annotated[str, StringConstraints(max_length=500)]
+# The spin-up run a crash-chain teardown follows: its id, or its event resource id.
+RunRef = Annotated[str, StringConstraints(pattern=r"^(prefect\.flow-run\.)?[0-9a-fA-F-]{36}$")]
 
 
 class TeardownIncomplete(PermanentError):
@@ -38,13 +40,21 @@ def teardown_llm(stack: StackRef,
                  delete_cluster_too: bool | None = Field(
                      None, description="also delete the cluster; None = the stack's lifecycle policy"),
                  reason: Reason = Field("requested", description="why, for the log (at most 500 characters)"),
+                 after_run: RunRef | None = Field(
+                     None, description="the failed spin-up run this teardown follows (its keep settings apply)"),
                  ) -> dict[str, Any]:
     """Tear the stack down. Idempotent: safe when nothing exists. Raises TeardownIncomplete
-    (after trying every step) when a step failed, NotOursError among them for foreign resources."""
+    (after trying every step) when a step failed, NotOursError among them for foreign resources.
+
+    With `after_run` (the crash chain), nothing is torn down when that run or the stack's policy
+    asked to keep the stack for debugging, exactly as the spin-up's own hook decides."""
     loaded, clock = load_stack(stack), clock_from_env()
-    spec = loaded.spec
+    spec, log = loaded.spec, get_run_logger()
+    if after_run and (keep := keep_reason(_run_parameters(after_run), spec)):
+        log.warning("stack %r kept after run %s: %s; it keeps billing until torn down", spec.name, after_run, keep)
+        return {"stack": spec.name, "kept": keep}
     with_cluster = spec.lifecycle.delete_cluster_on_teardown if delete_cluster_too is None else delete_cluster_too
-    get_run_logger().info("teardown of stack %r (%s): %s", spec.name, stack.describe(), reason)
+    log.info("teardown of stack %r (%s): %s", spec.name, stack.describe(), reason)
     with stack_lock(spec.name, timeout_s=LOCK_TIMEOUT_S):
         return tear_down(Connections(loaded, clock), clock=clock, delete_cluster_too=with_cluster)
 
@@ -77,6 +87,26 @@ def _delete_ray_service(conn: Connections, clock: Clock) -> bool:
     return delete_ray_service(kube, conn.stack.spec, clock=clock)
 
 
+def keep_reason(run_parameters: dict[str, Any], spec) -> str | None:
+    """Why a failed spin-up's stack is kept instead of torn down, or None to tear it down (pure)."""
+    if run_parameters.get("keep_on_failure"):
+        return "the run set keep_on_failure"
+    if spec.lifecycle.keep_for_debugging:
+        return "lifecycle.keep_for_debugging is on"
+    if not spec.lifecycle.teardown_on_failure:
+        return "lifecycle.teardown_on_failure is off"
+    return None
+
+
+def _run_parameters(run_ref: str) -> dict[str, Any]:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return dict(client.read_flow_run(UUID(run_ref.rsplit(".", 1)[-1])).parameters or {})
+
+
 def tear_down_after(flow, flow_run, state) -> None:
     """State hook for a failed, cancelled or crashed spin-up: run `teardown_llm` unless told to keep.
 
@@ -88,13 +118,8 @@ def tear_down_after(flow, flow_run, state) -> None:
     params = dict(flow_run.parameters or {})
     try:
         spec = load_stack(params["stack"]).spec
-        if params.get("keep_on_failure") or spec.lifecycle.keep_for_debugging:
-            log.warning("stack %r kept after %s for debugging: it keeps billing until torn down",
-                        spec.name, state.name)
-            return
-        if not spec.lifecycle.teardown_on_failure:
-            log.warning("stack %r not torn down after %s: lifecycle.teardown_on_failure is off",
-                        spec.name, state.name)
+        if keep := keep_reason(params, spec):
+            log.warning("stack %r kept after %s (%s): it keeps billing until torn down", spec.name, state.name, keep)
             return
         teardown_llm(stack=params["stack"], reason=f"spin-up run {flow_run.name!r} ended {state.name}")
     except Exception:  # noqa: BLE001 - a hook must not mask the run's own error; the janitor is next

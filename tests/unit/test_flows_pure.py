@@ -84,3 +84,30 @@ def test_two_scaled_clocks_with_one_anchor_agree_on_now():
     a, b = ScaledClock(60, anchor_epoch_s=anchor), ScaledClock(60, anchor_epoch_s=anchor)
     assert abs(a.time() - b.time()) < 1.0
     assert a.to_env().startswith("60@")
+
+
+def test_a_failed_spin_up_is_kept_only_when_the_run_or_the_policy_says_so():
+    from flows.spin_down import keep_reason
+
+    assert keep_reason({}, SPEC) is None
+    assert keep_reason({"keep_on_failure": True}, SPEC) == "the run set keep_on_failure"
+    debug = SPEC.updated({"lifecycle": {"keep_for_debugging": True}})
+    assert keep_reason({}, debug) == "lifecycle.keep_for_debugging is on"
+    no_teardown = SPEC.updated({"lifecycle": {"teardown_on_failure": False}})
+    assert keep_reason({}, no_teardown) == "lifecycle.teardown_on_failure is off"
+
+
+@pytest.mark.parametrize("value, ok", [("prefect.flow-run.0b9e8a2c-4bd7-4a47-9a8f-5c1d2e3f4a5b", True),
+                                       ("0b9e8a2c-4bd7-4a47-9a8f-5c1d2e3f4a5b", True),
+                                       ("prefect.flow-run.*", False), ("{{ event.resource.id }}", False)])
+def test_the_crash_chain_names_the_failed_run_by_id_only(value, ok):
+    from pydantic import TypeAdapter
+
+    from flows.spin_down import RunRef
+
+    adapter = TypeAdapter(RunRef)
+    if ok:
+        assert adapter.validate_python(value) == value
+    else:
+        with pytest.raises(ValidationError):
+            adapter.validate_python(value)
