@@ -23,6 +23,7 @@ class Variant:
     critical_path_s: float = 0.0
     api_requests_per_min: float = 0.0
     phases: list[tuple[str, float, float]] = field(default_factory=list)   # (name, start, end) from 0
+    start_lag_s: float = 0.0      # from the call to the flow's first step (Prefect run start-up)
     note: str = ""
 
     @property
@@ -74,11 +75,12 @@ def ratio(value: float, base: float) -> float:
 def table(variants: list[Variant]) -> str:
     """The printed table: one row per variant."""
     head = (f"{'variant':<22} {'ok':<3} {'minutes':>8} {'GPU node-min':>13} {'crit.path min':>14} "
-            f"{'overhead':>9} {'API req/min':>12}")
+            f"{'overhead':>9} {'API req/min':>12} {'start lag min':>14}")
     rows = [head, "-" * len(head)]
     for v in variants:
         rows.append(f"{v.name:<22} {'yes' if v.ok else 'NO':<3} {v.seconds / 60:>8.1f} {v.gpu_node_s / 60:>13.1f} "
-                    f"{v.critical_path_s / 60:>14.1f} {v.overhead_pct:>8.1f}% {v.api_requests_per_min:>12.2f}")
+                    f"{v.critical_path_s / 60:>14.1f} {v.overhead_pct:>8.1f}% {v.api_requests_per_min:>12.2f} "
+                    f"{v.start_lag_s / 60:>14.1f}")
     return "\n".join(rows)
 
 

@@ -16,6 +16,7 @@ from prefect.futures import wait
 from prefect.runtime import flow_run as current_run
 from pydantic import Field
 
+from blocks.errors import RolloutFailed
 from flows.connections import Connections
 from flows.locks import stack_lock
 from flows.spin_down import tear_down_after
@@ -26,10 +27,12 @@ from tasks.capacity import CapacityResult, ensure_gpu_capacity
 from tasks.clock import Clock, clock_from_env
 from tasks.cluster import ensure_cluster
 from tasks.kuberay_operator import ensure_kuberay_operator
-from tasks.ray_service import ensure_ray_service
-from tasks.ray_service_wait import wait_for_ray_service_ready
+from tasks.ray_service import delete_ray_service, ensure_ray_service
+from tasks.ray_service_wait import PhaseBudgets, WaitSettings, wait_for_ray_service_ready
 from tasks.validate_endpoint import ValidationReport, validate_llm_endpoint
 
+# How often (simulated or real seconds) the flow checks the load wait while the pool is created.
+EARLY_LOOK_S = 5.0
 # How long a spin-up waits (wall seconds) for another lifecycle run of the same stack to finish.
 LOCK_TIMEOUT_S = 3 * 3600
 
@@ -51,13 +54,14 @@ def serve_llm(stack: StackRef,
     run_id = str(current_run.id) if current_run.id else None
     lease_expiry = int(clock.time() + spec.lifecycle.lease_s)
     get_run_logger().info("spin-up of stack %r (%s); lease until %d", spec.name, stack.describe(), lease_expiry)
+    keep = keep_on_failure or spec.lifecycle.keep_for_debugging or not spec.lifecycle.teardown_on_failure
     with stack_lock(spec.name, timeout_s=LOCK_TIMEOUT_S):
         return spin_up(Connections(loaded, clock), loaded, timeline, clock=clock,
-                       lease_expiry=lease_expiry, run_id=run_id)
+                       lease_expiry=lease_expiry, run_id=run_id, keep_on_failure=keep)
 
 
 def spin_up(conn: Connections, loaded: LoadedStack, timeline: Timeline, *, clock: Clock,
-            lease_expiry: int, run_id: str | None) -> dict[str, Any]:
+            lease_expiry: int, run_id: str | None, keep_on_failure: bool = False) -> dict[str, Any]:
     """The spin-up steps, in order and overlapped; returns the summary dict."""
     spec, labels = loaded.spec, {"lease_expiry_epoch_s": lease_expiry, "run_id": run_id}
     with timeline.phase("cluster"):
@@ -65,23 +69,74 @@ def spin_up(conn: Connections, loaded: LoadedStack, timeline: Timeline, *, clock
     kube = conn.kube()
     pool_started = clock.time()
     pool = ensure_gpu_capacity.submit(conn.gke, spec, clock=clock, **labels)
+    load = None
     try:
         with timeline.phase("kuberay-operator"):
             ensure_kuberay_operator(kube, spec, clock=clock)
         with timeline.phase("ray-service"):
             ensure_ray_service(kube, spec, hf_token=loaded.hf_token, clock=clock, **labels)
+        load_started = clock.time()
+        # Watch the load while the pool is still being created: a fatal sign on the CPU node (the
+        # head's ImagePullBackOff, say) then fails the run in about a minute, not after the pool's ~10.
+        load = wait_for_ray_service_ready.submit(kube, spec, clock=clock, settings=_load_settings(spec),
+                                                 capacity_coming=lambda: not _done(pool))
+        stopped = _stop_early_on_a_fatal_sign(load, pool, kube, spec, clock=clock, keep=keep_on_failure)
     finally:
         # Never leave the pool's creation running unobserved: teardown after a failure here must
         # find the pool settled, not racing a create that could still succeed behind its back.
         wait([pool])
     capacity: CapacityResult = pool.result()
     timeline.record("gpu-node-pool", pool_started, outcome="ok")
-    with timeline.phase("model-load"):
-        wait_for_ray_service_ready(kube, spec, clock=clock)
+    try:
+        load.result()
+    except RolloutFailed:
+        if not stopped:
+            _stop_ray_service(kube, spec, clock=clock, keep=keep_on_failure)
+        raise
+    finally:
+        timeline.record("model-load", load_started, outcome="ok" if _done(load) and load.state.is_completed()
+                        else "failed")
     with timeline.phase("validation"):
         report: ValidationReport = validate_llm_endpoint(kube, spec, clock=clock)
     return _summarize(spec=loaded.spec, timeline=timeline, report=report, capacity=capacity,
                       pool_started=pool_started, clock=clock)
+
+
+def _stop_early_on_a_fatal_sign(load, pool, kube, spec, *, clock: Clock, keep: bool) -> bool:
+    """While the pool is being created, return as soon as the load wait fails, after stopping the
+    RayService (`_stop_ray_service`); True when it did. The pool is deleted by the teardown once its
+    create settles (GKE refuses a delete before)."""
+    while not _done(pool):
+        if _done(load):
+            load.wait()
+            if load.state.is_completed():
+                return False
+            get_run_logger().error("fatal sign while the GPU pool is being created: %s", load.state.message)
+            _stop_ray_service(kube, spec, clock=clock, keep=keep)
+            return True
+        clock.sleep(EARLY_LOOK_S)
+    return False
+
+
+def _stop_ray_service(kube, spec, *, clock: Clock, keep: bool) -> None:
+    """After a fatal sign, delete the RayService at once unless the stack is to be kept: the teardown's
+    first step, taken here because the failure hook starts a new flow run, seconds later."""
+    if not keep:
+        # Called directly, not as a task run: its bookkeeping would delay the delete by seconds.
+        delete_ray_service.fn(kube, spec, clock=clock)
+
+
+def _load_settings(spec) -> WaitSettings:
+    """The load wait now also spans the pool's creation: its deadline and GPU-node budget grow by the
+    pool's own timeout, so a slow (but healthy) A3 pool is judged as before."""
+    pool_s = spec.timeouts.node_pool_create_s
+    return WaitSettings(timeout_s=spec.timeouts.model_load_s + pool_s,
+                        budgets=PhaseBudgets(gpu_nodes_s=PhaseBudgets().gpu_nodes_s + pool_s))
+
+
+def _done(future) -> bool:
+    """Whether a submitted task has finished, without an API call (its thread's future says so)."""
+    return future.wrapped_future.done()
 
 
 def _summarize(*, spec, timeline: Timeline, report: ValidationReport, capacity: CapacityResult,
@@ -97,5 +152,6 @@ def _summarize(*, spec, timeline: Timeline, report: ValidationReport, capacity: 
     return {"stack": spec.name, "endpoint": report.url, "model": spec.serving.model_id,
             "answer": report.answer, "latency_s": report.latency_s, "tokens_per_s": tokens_per_s,
             "placement": str(capacity.placement), "ready_after_s": round(timeline.elapsed_s(), 1),
+            "started_at_s": round(timeline.started_s, 3),
             "gpu_node_hours": round(cost.gpu_node_hours, 3), "estimated_cost_usd": round(cost.usd, 2),
             "timeline": timeline.as_rows(), "summary_markdown": markdown}
