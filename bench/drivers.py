@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
@@ -179,11 +179,13 @@ def cancel(sc: Scenario, ctx: Context) -> Trace:
 
     trace = Trace()
     env = dict(ctx.env, PREFECT_RUNNER_POLL_FREQUENCY="1")
-    runner = subprocess.Popen([sys.executable, "-m", "bench.runner", ctx.stack.file], cwd=ROOT, env=env,
+    # A name of its own: an earlier scenario's deployment (another stack file) must not be the one found.
+    name = f"{DEPLOYMENT}-{uuid4().hex[:8]}"
+    runner = subprocess.Popen([sys.executable, "-m", "bench.runner", ctx.stack.file, name], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         with get_client(sync_client=True) as client:
-            deployment = _wait_deployment(client, f"{FLOW}/{DEPLOYMENT}", runner)
+            deployment = _wait_deployment(client, f"{FLOW}/{name}", runner)
             run = client.create_flow_run_from_deployment(deployment.id)
             if not wait_for(ctx, sc.at, proc=runner):
                 trace.notes.append(f"boundary {sc.at} not seen")

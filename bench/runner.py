@@ -1,4 +1,4 @@
-"""`python -m bench.runner STACK_FILE`: serve the spin-up deployment for the fault matrix's cancel runs.
+"""`python -m bench.runner STACK_FILE [NAME]`: serve the spin-up deployment for the fault matrix's cancel runs.
 
 A run started in-process cannot be cancelled from the API (nothing would kill it and run the
 on_cancellation hook); under `serve()` the runner does both, as it does for a UI cancel.
@@ -16,7 +16,8 @@ def main(argv: list[str]) -> int:
 
     from flows.spin_up import serve_llm
 
-    serve(serve_llm.to_deployment(name=DEPLOYMENT, parameters={"stack": {"file": argv[0]}}))
+    name = argv[1] if len(argv) > 1 else DEPLOYMENT
+    serve(serve_llm.to_deployment(name=name, parameters={"stack": {"file": argv[0]}}))
     return 0
 
 
