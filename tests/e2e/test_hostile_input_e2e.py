@@ -3,8 +3,11 @@ or an automation), and a template-looking reason is logged literally. Nothing re
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.exceptions import PrefectHTTPStatusError
 
 from flows.redeploy import redeploy_llm
@@ -45,8 +48,12 @@ def test_a_template_or_shell_text_in_the_reason_is_logged_literally_and_touches_
     reason = "{{ 7*7 }} ${HOME} $(id) %s %(x)s `id`"
     state = teardown_llm(stack=stack, reason=reason, return_state=True)
     assert state.is_completed()
-    with get_client(sync_client=True) as client:
-        logs = [log.message for log in client.read_logs() if log.flow_run_id == state.state_details.flow_run_id]
+    run_logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    deadline, logs = time.monotonic() + 30, []
+    while not any(reason in message for message in logs) and time.monotonic() < deadline:
+        time.sleep(0.5)                       # logs reach the API asynchronously
+        with get_client(sync_client=True) as client:
+            logs = [log.message for log in client.read_logs(log_filter=run_logs)]
     assert any(reason in message for message in logs), logs
     assert [r for r in sandbox.requests() if r["method"] != "GET"] == []
 

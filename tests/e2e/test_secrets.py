@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from itertools import count
 
 import pytest
@@ -89,13 +90,22 @@ def _leaks(where: str, text: str, needles: dict[str, str]) -> list[str]:
     return [f"{name} in {where}" for name, value in needles.items() if value in text]
 
 
+def _all_logs(client) -> list[str]:
+    logs, offset = [], 0
+    while batch := client.read_logs(offset=offset, limit=200):
+        logs += [log.message for log in batch]
+        offset += len(batch)
+    return logs
+
+
 def _prefect_records() -> dict[str, str]:
     """Logs, artifacts, flow and task runs (parameters, states, messages) and events, as text."""
     with get_client(sync_client=True) as client:
-        logs, offset = [], 0
-        while batch := client.read_logs(offset=offset, limit=200):
-            logs += [log.message for log in batch]
-            offset += len(batch)
+        logs, seen = _all_logs(client), -1
+        while len(logs) != seen:              # logs reach the API asynchronously: read until it settles
+            seen = len(logs)
+            time.sleep(2)
+            logs = _all_logs(client)
         artifacts = [a.model_dump_json() for a in client.read_artifacts()]
         flow_runs = [r.model_dump_json() for r in client.read_flow_runs()]
         task_runs = [r.model_dump_json() for r in client.read_task_runs()]
