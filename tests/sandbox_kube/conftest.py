@@ -24,7 +24,8 @@ from sandbox.faults import Faults
 from sandbox.hooks import ClusterRef
 from sandbox.kube.cluster import KubeCluster
 
-KUBERAY = Path(__file__).resolve().parents[3] / "shared" / "kuberay" / "v1.7.0" / "ray-operator" / "config"
+# The project's vendored copy of the upstream files (checksummed against upstream in test_kuberay_manifests).
+KUBERAY = Path(__file__).resolve().parents[2] / "third_party" / "kuberay" / "v1.7.0" / "ray-operator" / "config"
 CRD_DIR = KUBERAY / "crd" / "bases"
 SAMPLE = KUBERAY / "samples" / "ray-service.deepseek.yaml"
 CRD_FILES = sorted(CRD_DIR.glob("ray.io_*.yaml"))
