@@ -15,7 +15,8 @@ from blocks.spec import StackSpec
 from tasks.kuberay_operator import DEFAULT_VENDOR_ROOT, is_subset, plan_operator, render_operator_manifests
 from tasks.ray_service import Action, changed_paths, plan_ray_service
 
-UPSTREAM = Path("/work/shared/kuberay/v1.7.0")
+# The read-only reference copy beside the project (when present), which the vendored files came from.
+UPSTREAM = Path(__file__).resolve().parents[3] / "shared" / "kuberay" / "v1.7.0"
 
 
 def spec(**serving) -> StackSpec:
