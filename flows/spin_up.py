@@ -19,7 +19,7 @@ from pydantic import Field
 from blocks.errors import RolloutFailed
 from flows.connections import Connections
 from flows.locks import stack_lock
-from flows.spin_down import tear_down_after
+from flows.spin_down import keep_reason, tear_down_after
 from flows.stack_ref import LoadedStack, StackRef, load_stack
 from flows.summary import estimate_cost, spin_up_summary
 from flows.timeline import Timeline
@@ -54,7 +54,7 @@ def serve_llm(stack: StackRef,
     run_id = str(current_run.id) if current_run.id else None
     lease_expiry = int(clock.time() + spec.lifecycle.lease_s)
     get_run_logger().info("spin-up of stack %r (%s); lease until %d", spec.name, stack.describe(), lease_expiry)
-    keep = keep_on_failure or spec.lifecycle.keep_for_debugging or not spec.lifecycle.teardown_on_failure
+    keep = keep_reason({"keep_on_failure": keep_on_failure}, spec) is not None   # the failure hook's rule
     with stack_lock(spec.name, timeout_s=LOCK_TIMEOUT_S):
         return spin_up(Connections(loaded, clock), loaded, timeline, clock=clock,
                        lease_expiry=lease_expiry, run_id=run_id, keep_on_failure=keep)
