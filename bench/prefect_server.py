@@ -42,6 +42,33 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float)
 
 
 @contextmanager
+def prefect_server_process(home: Path, *, timeout_s: float = 120) -> Iterator[dict[str, str]]:
+    """Run `prefect server start` on a free port with its SQLite DB under `home`; yield its environment.
+
+    The server runs in its own process group and is stopped (SIGTERM, then SIGKILL) on exit.
+    """
+    port = free_port()
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false")
+    log = home / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                 "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(home))
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log, timeout_s)
+        yield env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextmanager
 def local_prefect_server(timeout_s: float = 120) -> Iterator[dict[str, str]]:
     """Yield the environment of a running Prefect server (PREFECT_API_URL, PREFECT_HOME), started if needed.
 
@@ -52,24 +79,7 @@ def local_prefect_server(timeout_s: float = 120) -> Iterator[dict[str, str]]:
     if PREFECT_API_URL.value():       # set in the environment or in a settings context (a test's server)
         yield dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(PREFECT_HOME.value()))
         return
-    with tempfile.TemporaryDirectory(prefix="bench-prefect-") as tmp:
-        home, port = Path(tmp), free_port()
-        env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-                   PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
-                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false")
-        log = home / "server.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                     "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd=str(home))
-        try:
-            _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log, timeout_s)
-            with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: str(home)}):
-                yield env
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with tempfile.TemporaryDirectory(prefix="bench-prefect-") as tmp, \
+            prefect_server_process(Path(tmp), timeout_s=timeout_s) as env, \
+            temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: tmp}):
+        yield env

@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.prefect_server import prefect_server_process
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
@@ -94,49 +96,12 @@ def test_the_failure_messages_the_operations_guide_quotes_are_in_the_code():
     assert len(quoted) >= 20 and not missing, f"quoted in docs/operations.md but not in the code: {missing}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"prefect server not healthy after {timeout_s:.0f}s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def docs_prefect_server(tmp_path_factory):
     """A `prefect server start` for the docs' commands alone; yields the environment that targets it."""
-    home = tmp_path_factory.mktemp("docs-prefect-home")
-    port = _free_port()
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false")
-    log = home / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=str(home))
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log, timeout_s=SERVER_START_TIMEOUT_S)
+    with prefect_server_process(tmp_path_factory.mktemp("docs-prefect-home"),
+                                timeout_s=SERVER_START_TIMEOUT_S) as env:
         yield env
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _port_free(port: int) -> bool:
