@@ -75,29 +75,6 @@ def gpu_allocatable(node: Obj) -> int:
         return 0
 
 
-def gpu_request(pod: Obj) -> int:
-    """Return the GPUs the pod's containers ask for (limits, as GPU requests must equal limits)."""
-    total = 0
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        resources = container.get("resources") or {}
-        value = (resources.get("limits") or resources.get("requests") or {}).get(GPU_RESOURCE, "0")
-        try:
-            total += int(value)
-        except (TypeError, ValueError):
-            pass
-    return total
-
-
-def free_gpus_by_node(nodes: list[Obj], pods: list[Obj]) -> dict[str, int]:
-    """Return, per ready GPU node, allocatable GPUs minus what the given pods bound to it request."""
-    used: dict[str, int] = {}
-    for pod in pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node:
-            used[node] = used.get(node, 0) + gpu_request(pod)
-    return {name_of(n): gpu_allocatable(n) - used.get(name_of(n), 0) for n in gpu_nodes(nodes) if is_node_ready(n)}
-
-
 def is_node_ready(node: Obj) -> bool:
     """True when the node's Ready condition is True."""
     ready = condition((node.get("status") or {}).get("conditions"), "Ready")

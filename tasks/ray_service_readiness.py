@@ -23,10 +23,8 @@ from tasks.kube_objects import (
     container_statuses,
     event_message,
     event_object,
-    free_gpus_by_node,
     gpu_allocatable,
     gpu_nodes,
-    gpu_request,
     is_node_ready,
     is_pulling,
     is_unscheduled,
@@ -279,12 +277,6 @@ def _unschedulable_suspect(pods: list[Obj], obs: Observation) -> str | None:
         return None
     coming = [n for n in gpu_nodes(obs.nodes) if gpu_allocatable(n) == 0 or not is_node_ready(n)]
     if coming:
-        return None
-    # A refusal from before the GPUs became allocatable is stale when a ready node now has room for
-    # the pod: the scheduler retries on node changes, so that is a pod about to be placed, not a
-    # missing capacity (seen when the scheduler lags the waiter on a busy control plane).
-    free = free_gpus_by_node(obs.nodes, pods)
-    if any(gpu_request(p) and max(free.values(), default=0) >= gpu_request(p) for p in stuck):
         return None
     pod = stuck[0]
     scheduled = condition((pod.get("status") or {}).get("conditions"), "PodScheduled") or {}

@@ -270,23 +270,3 @@ def test_an_eviction_of_a_pod_already_replaced_is_still_a_suspect():
               {"reason": "Evicted", "involvedObject": {"kind": "Pod", "name": "someone-elses-pod"}}]
     c = classify(rs, [head_pod(), worker(1)], events)
     assert c.suspect.startswith("2 eviction(s)") and "ephemeral-storage" in c.suspect
-
-
-def _asking_for_gpus(pod_obj, gpus=8):
-    pod_obj.setdefault("spec", {})["containers"] = [{"name": "ray-worker",
-                                                     "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]
-    return pod_obj
-
-
-def test_a_stale_refusal_is_no_suspect_while_a_ready_gpu_node_has_room_for_the_pod():
-    # The scheduler refused the workers before the GPUs were allocatable and has not retried yet.
-    pods = [_asking_for_gpus(p) if "worker" in p["metadata"]["name"] else p for p in unschedulable_workers()]
-    c = classify(ray_service(pending=cluster_status()), pods, nodes=[gpu_node(allocatable="8")])
-    assert c.phase is Phase.GPU_NODES and c.suspect is None
-
-
-def test_a_refusal_is_a_suspect_when_every_ready_gpu_is_taken():
-    pods = [_asking_for_gpus(p) if "worker" in p["metadata"]["name"] else p for p in unschedulable_workers()]
-    busy = _asking_for_gpus(worker(9, node="gke-gpu-1"))          # holds all 8 GPUs of the only node
-    c = classify(ray_service(pending=cluster_status()), [*pods, busy], nodes=[gpu_node(allocatable="8")])
-    assert c.suspect and "no GPU capacity is coming" in c.suspect
