@@ -113,7 +113,10 @@ def model_published_trigger(stack_name: str) -> dict[str, Any]:
         "expect": [MODEL_PUBLISHED],
         "match": {"prefect.resource.id": stack_resource_id(stack_name)},
         "parameters": {"model_source": "{{ event.payload.model_source }}",
-                       "reason": "model {{ event.payload.model_source }} published (event {{ event.id }})"},
+                       # Cut to fit the flows' 500-character reason: a valid model source may be up to
+                       # 1024 characters, and a reason too long would make Prefect refuse the run (409).
+                       "reason": "model {{ event.payload.model_source | string | truncate(400) }} published "
+                                 "(event {{ event.id }})"},
     }
 
 

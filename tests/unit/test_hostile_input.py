@@ -225,6 +225,15 @@ def test_a_template_in_the_payload_is_data_not_code():
         validate({**DEPLOYMENT_DEFAULTS, **rendered}, REDEPLOY_SCHEMA, raise_on_error=True, ignore_required=True)
 
 
+def test_the_longest_valid_model_source_still_starts_a_redeploy_with_a_reason_that_fits():
+    CASES["event payloads"] += 1
+    source = "gs://bucket/" + "m" * (1024 - len("gs://bucket/"))
+    parameters = {**DEPLOYMENT_DEFAULTS, **_render_trigger({"model_source": source})}
+    validate(parameters, REDEPLOY_SCHEMA, raise_on_error=True, ignore_required=True)
+    assert redeploy_llm.validate_parameters(parameters)["model_source"] == source
+    assert parameters["reason"].startswith("model gs://bucket/mmm") and len(parameters["reason"]) <= 500
+
+
 def test_zz_report_the_number_of_cases_tried():
     """Runs last in this module: prints how many hostile inputs were tried, per family."""
     total = sum(CASES.values())
