@@ -21,6 +21,7 @@ from blocks import labels as owner
 from blocks.errors import GkeLlmFlowsError
 from blocks.spec import StackSpec
 from flows.connections import Connections
+from flows.locks import stack_lock
 from flows.spin_down import tear_down
 from flows.stack_ref import LoadedStack, StackRef, load_stack
 from tasks.clock import Clock, clock_from_env
@@ -28,6 +29,9 @@ from tasks.gateways.kube import RAY_SERVICE
 
 # Flow run states after which the resources of that run have no owner left to take them down.
 DEAD_RUN_STATES = {"FAILED", "CRASHED", "CANCELLED", "CANCELLING"}
+# Wall seconds the janitor waits for a stack's lock before leaving it to the next sweep: the holder is
+# a spin-up, spin-down or redeploy of that stack, which owns its resources while it runs.
+LOCK_WAIT_S = 5
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,29 @@ def _sweep_cluster(conn: Connections, cluster, known: list[LoadedStack], *, cloc
         return finding
     if dry_run:
         return {**finding, "action": "would reclaim"}
-    policy_known, spec = _spec_for(conn.stack.spec, known, stack=stack, cluster_name=cluster.name)
+    try:
+        with stack_lock(stack, timeout_s=LOCK_WAIT_S):
+            return _reclaim_locked(conn, cluster.name, known, stack=stack, clock=clock)
+    except TimeoutError:
+        return {**finding, "action": "busy",
+                "reason": f"{verdict.reason}, but a spin-up, spin-down or redeploy of stack {stack!r} holds its "
+                          f"lock (waited {LOCK_WAIT_S}s): left to it, the next sweep looks again"}
+
+
+def _reclaim_locked(conn: Connections, cluster_name: str, known: list[LoadedStack], *, stack: str,
+                    clock: Clock) -> dict[str, Any]:
+    """Re-judge the cluster under the stack's lock and reclaim it if it still must go.
+
+    The lock's previous holder may have torn the stack down, or started a new run that relabelled it."""
+    policy_known, spec = _spec_for(conn.stack.spec, known, stack=stack, cluster_name=cluster_name)
+    cluster = conn.gke.get_cluster(_ref(spec))
+    if cluster is None:
+        return {"cluster": cluster_name, "stack": stack, "action": "gone", "reason": "deleted meanwhile"}
+    labels = dict(cluster.resource_labels)
+    verdict = judge(labels, now_s=clock.time(), run_state=_run_state(labels.get(owner.RUN_ID_KEY)))
+    finding = {"cluster": cluster_name, "stack": stack, "reason": verdict.reason, "action": "kept"}
+    if not verdict.reclaim:
+        return finding
     pools = [p.name for p in conn.gke.list_node_pools(_ref(spec)) if owner.is_ours(dict(p.config.resource_labels), stack)]
     errors = _reclaim(conn, spec, pools, clock=clock,
                       delete_cluster_too=spec.lifecycle.delete_cluster_on_teardown or not policy_known)

@@ -13,6 +13,7 @@ from prefect.states import Crashed
 
 from flows.demo import still_billing
 from flows.janitor import janitor
+from flows.locks import stack_lock
 from flows.spin_up import serve_llm
 from flows.stack_ref import StackRef, load_stack
 from tasks.capacity import ensure_gpu_capacity
@@ -61,15 +62,7 @@ def test_the_janitor_reclaims_a_stack_past_its_lease_and_keeps_a_live_one(sandbo
 
 def test_the_janitor_reclaims_what_a_crashed_run_left_and_never_touches_foreign_clusters(sandbox_stack):
     sandbox, stack = sandbox_stack
-    spec, clock = load_stack(stack).spec, clock_from_env()
-    with get_client(sync_client=True) as client:
-        run = client.create_flow_run(serve_llm, parameters={"stack": stack.model_dump()})
-        client.set_flow_run_state(run.id, Crashed(message="host lost"), force=True)
-    gke = _gke(stack)
-    # What the crashed run had created before its host died: the cluster and the GPU pool.
-    ensure_cluster.fn(gke, spec, clock=clock, lease_expiry_epoch_s=int(clock.time() + 8 * 3600), run_id=str(run.id))
-    ensure_gpu_capacity.fn(gke, spec, clock=clock, lease_expiry_epoch_s=int(clock.time() + 8 * 3600),
-                           run_id=str(run.id))
+    _leftovers_of_a_crashed_run(stack)
     _foreign_clusters(sandbox)
 
     preview = janitor(stacks=[stack], dry_run=True)
@@ -86,6 +79,32 @@ def test_the_janitor_reclaims_what_a_crashed_run_left_and_never_touches_foreign_
     assert names == ["kuberay-gpu-cluster", "not-ours", "other-stack"]
     deletes = [r["path"] for r in sandbox.requests() if r["method"] == "DELETE"]
     assert not [p for p in deletes if "not-ours" in p or "other-stack" in p]
+
+
+def test_the_janitor_leaves_a_stack_whose_lock_is_held_then_reclaims_it_once_free(sandbox_stack):
+    sandbox, stack = sandbox_stack
+    _leftovers_of_a_crashed_run(stack)
+    with stack_lock(load_stack(stack).spec.name, timeout_s=10):   # a spin-down of the stack is running
+        busy = janitor(stacks=[stack])
+    assert [f["action"] for f in busy["findings"]] == ["busy"]
+    assert "holds its lock" in busy["findings"][0]["reason"]
+    assert still_billing(sandbox.inventory()) == ["kuberay-gpu-cluster/gpu-node-pool"]
+    assert not [r for r in sandbox.requests() if r["method"] == "DELETE"]
+
+    swept = janitor(stacks=[stack])
+    assert [f["action"] for f in swept["findings"]] == ["reclaimed"]
+    assert still_billing(sandbox.inventory()) == []
+
+
+def _leftovers_of_a_crashed_run(stack: StackRef) -> None:
+    """What a spin-up had created before its host died (the cluster and the GPU pool), its run Crashed."""
+    spec, clock = load_stack(stack).spec, clock_from_env()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(serve_llm, parameters={"stack": stack.model_dump()})
+        client.set_flow_run_state(run.id, Crashed(message="host lost"), force=True)
+    gke, lease = _gke(stack), int(clock.time() + 8 * 3600)
+    ensure_cluster.fn(gke, spec, clock=clock, lease_expiry_epoch_s=lease, run_id=str(run.id))
+    ensure_gpu_capacity.fn(gke, spec, clock=clock, lease_expiry_epoch_s=lease, run_id=str(run.id))
 
 
 def _foreign_clusters(sandbox) -> None:
