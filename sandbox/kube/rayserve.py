@@ -21,7 +21,13 @@ Faults (where they show: the app/deployment statuses KubeRay copies into the Ray
   DEPLOY_FAILED with a traceback in `message`. An unknown `model_source` fails the same way, from
   Hugging Face's 404, without any fault.
 - `slow_download {factor}`: the weight download takes `factor` times longer.
-- `stalled_download`: the download never finishes; the app stays DEPLOYING, the deployment UPDATING.
+- `stalled_download {at_fraction?}`: the download reaches `at_fraction` of the weights (default 0.4;
+  0 = it never starts) and stops for good, as a hung connection or a rate-limited token leaves it;
+  the app stays DEPLOYING, the deployment UPDATING, the worker's disk flat and its GPUs idle.
+
+The dashboard's node summary also lists each Ray node's GPUs (`gpus`: `memoryUsed`/`memoryTotal` in
+MiB, as Ray's reporter agent words them): memory rises while the engine loads the weights, jumps to
+vLLM's `gpu_memory_utilization` share for the KV cache during warm-up, and stays there while serving.
 """
 
 from __future__ import annotations
@@ -130,6 +136,7 @@ class LlmConfig:
     accelerator: str | None
     gpus: int
     size_gb: float | None      # None: Hugging Face does not know the repository
+    gpu_memory_utilization: float = 0.9   # vLLM's share of each GPU's memory (its default 0.9)
 
 
 @dataclass
@@ -146,6 +153,8 @@ class AppRun:
     replica_key: frozenset = frozenset()      # the workers (uid, restarts) it runs on
     download_s: float = 0.0
     engine_s: float = 0.0
+    nominal_download_s: float = 0.0           # the download's length had it not stalled
+    stall_fraction: float | None = None       # fault stalled_download: the share downloaded, then nothing
     fail_message: str = ""                    # why the replica's constructor fails
     fail_at: float | None = None              # when Serve gives up on it (DEPLOY_FAILED)
     ever_running: bool = False
@@ -318,7 +327,8 @@ def _llm_config(entry: dict[str, Any], profile: dict[str, Any]) -> LlmConfig:
     gpus = int(engine.get("tensor_parallel_size", 1)) * int(engine.get("pipeline_parallel_size", 1))
     return LlmConfig(model_id=str(loading.get("model_id", source)), source=source,
                      accelerator=entry.get("accelerator_type"), gpus=gpus,
-                     size_gb=model_size_gb(source, profile))
+                     size_gb=model_size_gb(source, profile),
+                     gpu_memory_utilization=float(engine.get("gpu_memory_utilization", 0.9)))
 
 
 def model_size_gb(source: str, profile: dict[str, Any]) -> float | None:

@@ -30,13 +30,18 @@ def running_workers(ctx: ClusterContext, namespace: str, cluster: str) -> list[d
             continue
         if "running" not in (containers[0].get("state") or {}):
             continue
-        limits = ((pod["spec"]["containers"][0].get("resources") or {}).get("limits") or {})
-        node = ctx.store.get(NODES, None, pod["spec"].get("nodeName", "")) or {"metadata": {}}
-        accel = (node["metadata"].get("labels") or {}).get("cloud.google.com/gke-accelerator")
+        gpus, accel = pod_gpus(ctx, pod)
         workers.append({"name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"],
-                        "restarts": int(containers[0].get("restartCount", 0)),
-                        "gpus": int(parse_quantity(limits.get(GPU, "0"))), "accel": RAY_ACCELERATOR.get(accel)})
+                        "restarts": int(containers[0].get("restartCount", 0)), "gpus": gpus, "accel": accel})
     return workers
+
+
+def pod_gpus(ctx: ClusterContext, pod: dict[str, Any]) -> tuple[int, str | None]:
+    """The pod's GPU limit and its node's accelerator as Ray names it (`H100`), or None."""
+    limits = ((pod["spec"]["containers"][0].get("resources") or {}).get("limits") or {})
+    node = ctx.store.get(NODES, None, pod["spec"].get("nodeName", "")) or {"metadata": {}}
+    accel = (node["metadata"].get("labels") or {}).get("cloud.google.com/gke-accelerator")
+    return int(parse_quantity(limits.get(GPU, "0"))), RAY_ACCELERATOR.get(accel)
 
 
 def place_replica(serve: RayServe, run: AppRun, workers: list[dict[str, Any]], now: float) -> None:
@@ -75,7 +80,9 @@ def _start_replica(serve: RayServe, run: AppRun, key: frozenset, now: float) -> 
     download = 0.0 if cached else llm.size_gb * 1000 / float(rate)
     if slow := take_fault(serve.ctx.faults, "slow_download", key="model_id", value=llm.model_id):
         download *= float(slow.get("factor", 3))
-    if take_fault(serve.ctx.faults, "stalled_download", key="model_id", value=llm.model_id):
+    run.nominal_download_s, run.stall_fraction = download, None
+    if stall := take_fault(serve.ctx.faults, "stalled_download", key="model_id", value=llm.model_id):
+        run.stall_fraction = stall_fraction(stall)
         download = INF
     run.download_s = download
     run.engine_s = (llm.size_gb * 1000 / float(kube.get("weight_load_mb_per_s", 2500))
@@ -162,6 +169,19 @@ def due_times(serve: RayServe, run: AppRun) -> list[float]:
     return [t for t in times if t != INF and not math.isnan(t)]
 
 
+def stall_fraction(fault: dict[str, Any]) -> float:
+    """The share of the weights a `stalled_download` fault lets through (`at_fraction`, default 0.4),
+    clamped to [0, 1]; a value that is not a number counts as the default."""
+    try:
+        fraction = float(fault.get("at_fraction", DEFAULT_STALL_FRACTION))
+    except (TypeError, ValueError):
+        fraction = DEFAULT_STALL_FRACTION
+    return min(1.0, max(0.0, fraction)) if math.isfinite(fraction) else DEFAULT_STALL_FRACTION
+
+
+DEFAULT_STALL_FRACTION = 0.4
+
+
 def _deployment(name: str, status: str, message: str) -> dict[str, Any]:
     return {"name": name, "status": status, "status_trigger": "CONFIG_UPDATE_STARTED" if status == "UPDATING"
             else "CONFIG_UPDATE_COMPLETED", "message": message, "replicas": []}
@@ -199,7 +219,7 @@ def _engine_error(model_id: str) -> str:
 
 def node_summary(serve: RayServe) -> list[dict[str, Any]]:
     """Ray nodes as the dashboard's `/nodes?view=summary` lists them (trimmed): the disk of a worker
-    grows with the weight download of the replica placed on it."""
+    grows with the weight download of the replica placed on it, and its GPUs' memory with the engine."""
     kube = serve.ctx.profile.get("kube", {})
     now = serve.ctx.clock.elapsed_s()
     pods, _ = serve.ctx.store.list(PODS, serve.namespace, f"ray.io/cluster={serve.cluster}")
@@ -208,25 +228,73 @@ def node_summary(serve: RayServe) -> list[dict[str, Any]]:
         status = pod.get("status") or {}
         if status.get("phase") != "Running" or pod["metadata"].get("deletionTimestamp"):
             continue
+        uid = pod["metadata"]["uid"]
         head = (pod["metadata"].get("labels") or {}).get("ray.io/node-type") == "head"
         total = float(kube.get("ray_head_disk_gb" if head else "ray_worker_disk_gb", 100 if head else 6000)) * 1e9
         used = float(kube.get("image_sizes_gb", {}).get("rayproject/ray-llm", 10.5)) * 1e9
-        used += 0 if head else _downloaded_bytes(serve, pod["metadata"]["uid"], now)
+        used += 0 if head else _downloaded_bytes(serve, uid, now)
         nodes.append({"hostname": pod["metadata"]["name"], "ip": status.get("podIP", ""),
-                      "raylet": {"nodeId": pod["metadata"]["uid"].replace("-", "")[:28], "state": "ALIVE",
+                      "raylet": {"nodeId": uid.replace("-", "")[:28], "state": "ALIVE",
                                  "isHeadNode": head, "nodeManagerAddress": status.get("podIP", "")},
                       "disk": {"/": {"total": int(total), "used": int(used), "free": int(total - used),
-                                     "percent": round(100 * used / total, 1)}}})
+                                     "percent": round(100 * used / total, 1)}},
+                      "gpus": _gpus(serve, pod, now)})
     return nodes
 
 
 def _downloaded_bytes(serve: RayServe, uid: str, now: float) -> float:
+    run = _run_on(serve, uid)
+    if run is None:
+        return 0.0
+    size = (run.llms[0].size_gb or 0) * 1e9
+    if (run.llms[0].source, frozenset(u for u, _, _ in run.replica_key)) in serve.downloaded:
+        return size
+    share = 1.0 if run.stall_fraction is None else run.stall_fraction
+    if run.nominal_download_s <= 0:
+        return size * share
+    return size * min(share, (now - run.replica_at) / run.nominal_download_s)
+
+
+def _run_on(serve: RayServe, uid: str) -> AppRun | None:
+    """The LLM app whose replica runs on the Ray node with pod `uid`, if any."""
     for run in serve.apps.values():
-        if run.replica_at is None or not run.llms or not any(u == uid for u, _, _ in run.replica_key):
-            continue
-        size = (run.llms[0].size_gb or 0) * 1e9
-        if run.download_s <= 0 or (run.llms[0].source, frozenset(u for u, _, _ in run.replica_key)) in \
-                serve.downloaded:
-            return size
-        return size * min(1.0, (now - run.replica_at) / run.download_s)
-    return 0.0
+        if run.replica_at is not None and run.llms and any(u == uid for u, _, _ in run.replica_key):
+            return run
+    return None
+
+
+# nvidia-smi's name and total memory (MiB) of each accelerator, keyed by Ray's accelerator name.
+GPU_MODELS = {"H100": ("NVIDIA H100 80GB HBM3", 81559), "H200": ("NVIDIA H200", 143771),
+              "A100-80G": ("NVIDIA A100-SXM4-80GB", 81920), "A100-40G": ("NVIDIA A100-SXM4-40GB", 40960),
+              "L4": ("NVIDIA L4", 23034), "T4": ("Tesla T4", 15360), "V100": ("Tesla V100-SXM2-16GB", 16384)}
+CUDA_CONTEXT_MIB = 600          # what an engine process holds on each GPU before any weights
+
+
+def _gpus(serve: RayServe, pod: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """The pod's GPUs as Ray's reporter agent lists them (memory in MiB)."""
+    count, accel = pod_gpus(serve.ctx, pod)
+    name, total = GPU_MODELS.get(accel or "", ("NVIDIA GPU", 81559))
+    used, busy = _gpu_memory_mib(serve, _run_on(serve, pod["metadata"]["uid"]), now, total)
+    uid = pod["metadata"]["uid"]
+    return [{"index": i, "name": name, "uuid": f"GPU-{uid[:8]}-{uid[9:13]}-{i:04x}-{uid[-12:]}",
+             "utilizationGpu": busy, "memoryUsed": int(used), "memoryTotal": total} for i in range(count)]
+
+
+def _gpu_memory_mib(serve: RayServe, run: AppRun | None, now: float, total: float) -> tuple[float, int]:
+    """(memory used per GPU, utilization %) of a GPU under `run`'s replica: nothing until the download
+    ends, then the CUDA context plus the weights loading in, then vLLM's share (KV cache) from the
+    warm-up on; nothing again once the engine failed."""
+    if run is None or (run.fail_at is not None and now >= run.fail_at):
+        return 0.0, 0
+    llm, kube = run.llms[0], serve.ctx.profile.get("kube", {})
+    weights = (llm.size_gb or 0) * 1e9 / max(1, llm.gpus) / 2**20
+    if run.quick:
+        return max(CUDA_CONTEXT_MIB + weights, llm.gpu_memory_utilization * total), 0
+    loading_at = run.replica_at + run.download_s
+    if now < loading_at:
+        return 0.0, 0
+    load_s = (llm.size_gb or 0) * 1000 / float(kube.get("weight_load_mb_per_s", 2500))
+    if load_s > 0 and now < loading_at + load_s:
+        return min(total, CUDA_CONTEXT_MIB + weights * (now - loading_at) / load_s), 10
+    warm = now < run.replica_at + run.download_s + run.engine_s
+    return min(total, max(CUDA_CONTEXT_MIB + weights, llm.gpu_memory_utilization * total)), 95 if warm else 0

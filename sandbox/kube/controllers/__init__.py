@@ -18,7 +18,8 @@ Faults (`ctx.faults`, i.e. `POST /_sandbox/faults`), each documented where it ac
 | `unschedulable`, `no_gpu_capacity` | pod_prefix? | PodScheduled=False Insufficient nvidia.com/gpu | scheduler |
 | `node_lost` | node_prefix?, times? | node removed, its pods failed and replaced | nodes |
 | `deploy_failed` | model_id? | app/deployment DEPLOY_FAILED with a traceback | rayserve |
-| `slow_download` / `stalled_download` | factor / - , model_id? | app DEPLOYING longer / forever | rayserve |
+| `slow_download` | factor, model_id? | app DEPLOYING longer | rayserve |
+| `stalled_download` | at_fraction? (default 0.4), model_id? | app DEPLOYING forever, worker disk flat, GPUs idle | rayserve |
 | `wrong_answer` / `slow_answer` | - / seconds | wrong box order / added latency | rayserve_openai |
 """
 
@@ -45,7 +46,7 @@ KUBE_FAULT_PARAMS: dict[str, set[str]] = {
     "node_lost": {"node_prefix"},
     "deploy_failed": {"model_id"},
     "slow_download": {"factor", "model_id"},
-    "stalled_download": {"model_id"},
+    "stalled_download": {"at_fraction", "model_id"},
     "wrong_answer": set(),
     "slow_answer": {"seconds"},
 }
