@@ -24,6 +24,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelling, Crashed
 
+from bench.processes import stop_process_group
 from bench.scenarios import BOUNDARIES, Scenario
 from blocks.spec import StackSpec
 from flows.janitor import janitor
@@ -195,11 +196,7 @@ def cancel(sc: Scenario, ctx: Context) -> Trace:
             trace.notes.append(f"run {final}")
             _wait_teardown_done(client, run.name)
     finally:
-        os.killpg(runner.pid, signal.SIGTERM)
-        try:
-            runner.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
+        stop_process_group(runner, grace_s=30)
     return trace
 
 

@@ -8,7 +8,6 @@ server named by PREFECT_API_URL when one is set.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from bench.processes import stop_process_group
 
 
 def free_port() -> int:
@@ -60,12 +61,7 @@ def prefect_server_process(home: Path, *, timeout_s: float = 120) -> Iterator[di
         _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log, timeout_s)
         yield env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 @contextmanager

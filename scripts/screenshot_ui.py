@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from bench.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
@@ -56,17 +57,8 @@ def start_server(home: Path, port: int) -> tuple[subprocess.Popen, dict[str, str
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    stop(proc)
+    stop_process_group(proc)
     raise SystemExit("prefect server did not become healthy within 120 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def run_demo(env: dict[str, str], time_scale: float, attempts: int) -> None:
@@ -128,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             screenshot(chromium, f"{base}/artifacts/artifact/{artifact_id}", args.out / "spin-up-summary.png",
                        size="1440,1500", wait_ms=args.wait_ms)
         finally:
-            stop(proc)
+            stop_process_group(proc)
     return 0
 
 

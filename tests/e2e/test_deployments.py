@@ -30,6 +30,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId,
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelling
 
+from bench.processes import stop_process_group
 from blocks.prefect_blocks import ServingStackBlock
 from deployments.events import MODEL_PUBLISHED, publish_model, stack_resource_id
 from flows.demo import demo_stack_file, still_billing
@@ -103,12 +104,7 @@ def _serving(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
         yield proc
     finally:
         descendants = _children(proc.pid)
-        os.killpg(proc.pid, signal.SIGTERM)      # serve() cancels in-flight runs, then exits
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, grace_s=30)      # serve() cancels in-flight runs, then exits
         for pid in descendants + _children(proc.pid):
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -4,8 +4,6 @@ is told about (GKE_LLM_FLOWS_DIR, resolved by the worker, not baked in at deploy
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
+from bench.processes import stop_process_group
 from deployments.catalog import AFTER_CRASH, ON_CHANGE, SPIN_DOWN, SPIN_UP, SWEEP
 from deployments.render import DEFAULT_WORK_POOL, PREFECT_YAML
 from deployments.setup import ZOMBIE_AUTOMATION
@@ -99,12 +98,7 @@ def test_a_process_worker_runs_a_deployed_flow_from_the_directory_it_is_given(de
         try:
             state = _wait_final(run.id, timeout_s=180)
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+            stop_process_group(worker)
     assert state == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
 
 
