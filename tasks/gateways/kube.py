@@ -9,7 +9,15 @@ token and refresh hook), and every SDK or transport exception is translated here
 - 400/422 -> `KubeRejected` (permanent; names the fields the API server named);
 - 401/403 -> `KubeForbidden` (permanent; a permission is missing);
 - 410 on a watch -> `WatchExpired` (transient: list again, then watch from the new resourceVersion);
-- 429, 5xx, connection errors, read timeouts, dropped watches -> `KubeUnavailable` (transient).
+- 429, 5xx, connection errors, read timeouts, dropped watches -> `KubeUnavailable` (transient);
+- a TLS certificate the cluster CA did not sign -> `PermanentError`.
+
+Before that, one request is retried by urllib3 with `request_retries()` (installed on the pool manager
+by `kube_client.kube_api_client`): GET, server-side-apply PATCH and DELETE (a 404 on the repeat reads
+as "already gone") on 429/5xx and connection failures, a few times, with capped jittered backoff or the
+server's (capped) Retry-After. The waits are bounded wall seconds, so a down API server still fails
+fast for the task retries and deadlines above. Watches are never retried there (their callers list and
+watch again); service-proxy GETs only on connection failures (a 503 there is the backend's answer).
 
 Nothing above this module imports `kubernetes` (except `kube_client.py`, which builds the ApiClient).
 """
@@ -27,6 +35,7 @@ import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
+from urllib3.util.retry import Retry
 
 from blocks.errors import PermanentError, TransientError
 
@@ -34,6 +43,32 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "gke-llm-flows"
 APPLY_PATCH = "application/apply-patch+yaml"
+
+
+# Statuses that mean "not now" (API Priority and Fairness, an overloaded or restarting server, a proxy
+# in front of it), and the verbs we send that give the same result when repeated.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_METHODS = frozenset({"GET", "HEAD", "PATCH", "DELETE"})
+
+
+def request_retries(*, retries: int = 4, backoff_s: float = 0.1, max_backoff_s: float = 2.0,
+                    retry_after_max_s: int = 2) -> Retry:
+    """Return the urllib3 retry policy for one Kubernetes API request.
+
+    Repeats `RETRY_METHODS` on `RETRY_STATUSES` and cut-off responses (at most twice), any verb on
+    connection failures (the request never left), up to `retries` times. Waits: Retry-After capped at
+    `retry_after_max_s`, else backoff_s x 2^n (capped, jittered; the first repeat is immediate): at most
+    ~1.5 s, or ~8 s when the server sends Retry-After. The last response is then returned, not raised,
+    so its Status reaches `_translate`. TLS and other errors are not repeated.
+    """
+    return Retry(total=retries, connect=retries, read=min(2, retries), status=retries, other=0, redirect=0,
+                 allowed_methods=RETRY_METHODS, status_forcelist=RETRY_STATUSES, backoff_factor=backoff_s,
+                 backoff_max=max_backoff_s, backoff_jitter=backoff_s, respect_retry_after_header=True,
+                 retry_after_max=retry_after_max_s, raise_on_status=False)
+
+
+# The service proxy: repeat a request that never reached the API server, not a backend's answer.
+_PROXY_RETRIES = request_retries().new(status_forcelist=frozenset(), respect_retry_after_header=False)
 
 
 class KubeUnavailable(TransientError):
@@ -247,17 +282,27 @@ class KubeApi:
                        query: list[tuple[str, str]] | None = None) -> Any:
         """GET `path` from `service:port` through the API server's service proxy; return its JSON.
 
-        Raises the same error families as the other calls (404/503 when nothing answers there).
+        Raises the same error families as the other calls (404/503 when nothing answers there);
+        repeats only a request that failed to connect (see the module docstring).
         """
         proxy = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
+        what = f"service {namespace}/{service}:{port}{path}"
         try:
-            return self._call("GET", proxy, what=f"service {namespace}/{service}:{port}{path}", query=query)
+            response = self._get(proxy, query=query or [], what=what, retries=_PROXY_RETRIES, stream=False,
+                                 timeout=urllib3.Timeout(total=self.request_timeout_s))
         except _NotFound as e:
-            raise PermanentError(f"service {namespace}/{service}:{port}{path}: not found ({e})") from e
+            raise PermanentError(f"{what}: not found ({e})") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise _transport_error(e, what, "GET", proxy) from e
+        try:
+            return json.loads(response.data) if response.data else None
+        except ValueError as e:
+            raise PermanentError(f"{what}: the answer is not JSON ({response.data[:100]!r})") from e
 
     # -- plumbing -------------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, what: str, query: list[tuple[str, str]] | None = None,
               body: str | None = None, content_type: str | None = None) -> dict[str, Any]:
+        """Send one request through the ApiClient (its pool manager's retry policy applies)."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -271,21 +316,26 @@ class KubeApi:
         except ApiException as e:
             raise _translate(e, what) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise KubeUnavailable(f"{what}: {method} {path} failed ({type(e).__name__}: {e})") from e
+            raise _transport_error(e, what, method, path) from e
 
     def _open(self, path: str, *, query: list[tuple[str, str]], what: str, read_timeout_s: float):
         """Open a streaming GET without urllib3's automatic retries (a watch that times out must end)."""
-        method, url, headers, _, _ = self._client.param_serialize(
-            "GET", path, query_params=query, header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"])
         try:
-            response = self._client.rest_client.pool_manager.request(
-                method, url, headers=headers, preload_content=False, retries=False,
-                timeout=urllib3.Timeout(connect=10, read=read_timeout_s))
+            return self._get(path, query=query, what=what, retries=False, stream=True,
+                             timeout=urllib3.Timeout(connect=10, read=read_timeout_s))
         except urllib3.exceptions.ReadTimeoutError:
             return None
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise KubeUnavailable(f"{what}: could not open the watch ({type(e).__name__}: {e})") from e
+
+    def _get(self, path: str, *, query: list[tuple[str, str]], what: str, retries: Retry | bool,
+             timeout: urllib3.Timeout, stream: bool) -> urllib3.BaseHTTPResponse:
+        """GET straight from the pool manager with `retries`; raise our error (or _NotFound) on non-2xx."""
+        method, url, headers, _, _ = self._client.param_serialize(
+            "GET", path, query_params=query, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        response = self._client.rest_client.pool_manager.request(
+            method, url, headers=headers, preload_content=not stream, retries=retries, timeout=timeout)
         if not 200 <= response.status <= 299:
             body = response.data
             response.release_conn()
@@ -293,8 +343,17 @@ class KubeApi:
                 status = json.loads(body)
             except ValueError:
                 status = {"code": response.status, "message": body[:300].decode(errors="replace")}
-            raise _status_error(status, what, code=response.status)
+            raise _status_error(status if isinstance(status, dict) else {}, what, code=response.status)
         return response
+
+
+def _transport_error(error: Exception, what: str, method: str, path: str) -> Exception:
+    """Map a urllib3/socket failure (retries spent, or not retried) to ours: TLS trust is permanent."""
+    reason = getattr(error, "reason", None) or error
+    if isinstance(reason, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(reason):
+        return PermanentError(f"{what}: the API server's TLS certificate is not signed by the configured "
+                              f"cluster CA: {reason}")
+    return KubeUnavailable(f"{what}: {method} {path} failed ({type(error).__name__}: {error})")
 
 
 def _is_timeout(error: Exception) -> bool:

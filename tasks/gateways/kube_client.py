@@ -3,7 +3,8 @@
 The client trusts only the cluster's own CA (from `masterAuth.clusterCaCertificate`) and sends a
 bearer token taken from a token source before every request (`refresh_api_key_hook`). With google-auth
 credentials the source refreshes the access token when it is missing or near expiry, so flows that
-wait 30+ minutes for a model to load keep a valid token; the sandbox uses a static token.
+wait 30+ minutes for a model to load keep a valid token; the sandbox uses a static token. Its pool
+manager retries one request on 429/5xx and connection failures (`kube.request_retries`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import kubernetes.client
 from google.cloud.container_v1 import types as T
 
 from blocks.errors import InvalidRequest, PermissionDenied
+from tasks.gateways.kube import request_retries
 
 TokenSource = Callable[[], str]
 
@@ -68,6 +70,8 @@ def cluster_ca_pem(cluster: T.Cluster) -> str:
 def kube_api_client(cluster: T.Cluster, token: TokenSource) -> kubernetes.client.ApiClient:
     """Return an ApiClient for `cluster`'s public endpoint that sends `token()` as bearer.
 
+    Its requests are retried by `request_retries()` (the pool manager's default policy).
+
     Raises InvalidRequest when the cluster has no endpoint or CA yet (not RUNNING).
     """
     if not cluster.endpoint:
@@ -80,4 +84,5 @@ def kube_api_client(cluster: T.Cluster, token: TokenSource) -> kubernetes.client
     config.api_key_prefix = {"authorization": "Bearer"}
     # Runs before every request: the token source decides whether a refresh is due.
     config.refresh_api_key_hook = lambda c: c.api_key.__setitem__("authorization", token())
+    config.retries = request_retries()          # read when the ApiClient builds its pool manager
     return kubernetes.client.ApiClient(config)
