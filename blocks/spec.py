@@ -257,6 +257,11 @@ class TimeoutsSpec(SpecModel):
     model_load_s: float = Field(60 * 60, gt=0, le=24 * 3600,
                                 description="RayService ready (the guide: 20-30 min model download/load)")
     delete_s: float = Field(30 * 60, gt=0, le=24 * 3600, description="each delete operation")
+    download_stall_s: float = Field(
+        10 * 60, ge=60, le=24 * 3600,
+        description="weight download stalled: the Ray workers' disk flat this long with idle GPUs while the "
+                    "replica initializes fails the spin-up (and tears it down) instead of waiting out "
+                    "model_load_s; at least 60 (a look every 30 s, pauses between files)")
 
 
 class LifecyclePolicy(SpecModel):

@@ -2,13 +2,16 @@
 
 Serve's status cannot tell a weight download from an engine start (both are the replica's
 constructor). The Ray dashboard's Cluster view (`GET /nodes?view=summary` on the head, port
-`dashboard`) reports each Ray node's disk; reached through the API server's service proxy, it shows
-the download growing, then flattening when the engine starts. Fail-soft: when the dashboard cannot
-be read, the waiter simply goes without this signal.
+`dashboard`) reports each Ray node's disk and GPUs; reached through the API server's service proxy,
+it shows the download growing, then flattening when the engine starts, and the engine start itself
+as GPU memory rising (`gpus[].memoryUsed`, MiB, as Ray's reporter agent lists it). A disk that stays
+flat while the GPUs stay idle is a stalled download. Fail-soft: when the dashboard cannot be read (or
+reports no GPUs), the waiter simply goes without these signals.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from blocks.errors import GkeLlmFlowsError
@@ -16,6 +19,10 @@ from tasks.clock import Clock
 from tasks.gateways.kube import KubeApi
 
 DASHBOARD_PORT = "dashboard"          # the head container's port name (8265) in the RayService
+# An engine holds its CUDA context (~0.5 GB) and then its share of the weights on every GPU it uses;
+# a Ray worker without one holds nothing, so 1 GB on any GPU means the engine has started loading.
+GPU_BUSY_GB = 1.0
+MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -26,38 +33,98 @@ class DiskTrend:
     growing: bool | None
 
 
-def worker_disk_used_gb(kube: KubeApi, namespace: str, cluster: str) -> float | None:
-    """Return the disk used on the cluster's fullest Ray worker (GB; each worker holds the weights it
-    loads), or None when it cannot be read."""
+@dataclass(frozen=True)
+class WorkerReading:
+    """One read of the Ray workers: the fullest disk, and the memory used on the busiest GPU (GB;
+    None when the dashboard lists no GPUs, e.g. an older Ray or no NVML in the container)."""
+
+    disk_used_gb: float
+    gpu_used_gb: float | None
+
+
+def read_workers(kube: KubeApi, namespace: str, cluster: str) -> WorkerReading | None:
+    """Return the cluster's Ray workers' fullest disk and busiest GPU, or None when unreadable."""
     try:
         body = kube.proxy_get_json(namespace, f"{cluster}-head-svc", DASHBOARD_PORT, "/nodes",
                                    query=[("view", "summary")])
     except GkeLlmFlowsError:
         return None
-    summary = ((body or {}).get("data") or {}).get("summary") if isinstance(body, dict) else None
-    workers = [n for n in summary or [] if not (n.get("raylet") or {}).get("isHeadNode")]
+    return summary_reading(body)
+
+
+def summary_reading(body: object) -> WorkerReading | None:
+    """Read the workers' fullest disk and busiest GPU from a `/nodes?view=summary` body, or None
+    when it lists no worker. Pure; odd shapes count as absent readings, never raise."""
+    data = body.get("data") if isinstance(body, dict) else None
+    summary = data.get("summary") if isinstance(data, dict) else None
+    workers = [n for n in summary if isinstance(n, dict) and not _field(n, "raylet", "isHeadNode")] \
+        if isinstance(summary, list) else []
     if not workers:
         return None
-    return max(float(((n.get("disk") or {}).get("/") or {}).get("used") or 0) for n in workers) / 1e9
+    disk = max(_number(_field(n, "disk", "/", "used")) for n in workers) / 1e9
+    gpus = [g for n in workers if isinstance(n.get("gpus"), list) for g in n["gpus"] if isinstance(g, dict)]
+    gpu = max((_number(g.get("memoryUsed")) * MIB / 1e9 for g in gpus), default=None)
+    return WorkerReading(disk, gpu)
+
+
+def _field(obj: object, *path: str) -> object:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def _number(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def worker_disk_used_gb(kube: KubeApi, namespace: str, cluster: str) -> float | None:
+    """Return the disk used on the cluster's fullest Ray worker (GB; each worker holds the weights it
+    loads), or None when it cannot be read."""
+    reading = read_workers(kube, namespace, cluster)
+    return None if reading is None else reading.disk_used_gb
 
 
 class DiskWatch:
-    """Across looks, tell a growing download from a finished one (flat for `flat_after_s`)."""
+    """Across looks, tell a growing download from a finished one (flat for `flat_after_s`), and time
+    how long the disk has been flat while the replica is placed (`flat_s`, for stall detection)."""
 
     def __init__(self, clock: Clock, *, flat_after_s: float = 60.0, min_growth_gb: float = 0.5):
         self.clock, self.flat_after_s, self.min_growth_gb = clock, flat_after_s, min_growth_gb
         self._last_gb: float | None = None
         self._grew_at: float | None = None
+        self._flat_since: float | None = None
+        self.flat_s: float | None = None      # at the last reading: seconds without growth, replica placed
 
-    def update(self, used_gb: float | None) -> DiskTrend | None:
-        """Record a reading; return the trend (None without a reading)."""
+    def update(self, used_gb: float | None, *, placed: bool = True) -> DiskTrend | None:
+        """Record a reading; return the trend (None without a reading). `placed`: the replica is in its
+        constructor (Serve says it is initializing); until then the flat time does not count."""
         if used_gb is None:
             return None
         now = self.clock.monotonic()
-        if self._last_gb is not None and used_gb > self._last_gb + self.min_growth_gb:
+        grew = self._last_gb is not None and used_gb > self._last_gb + self.min_growth_gb
+        shrank = self._last_gb is not None and used_gb < self._last_gb   # a new pod: the download restarts
+        if grew:
             self._grew_at = now
-        if self._last_gb is None or used_gb > self._last_gb + self.min_growth_gb or used_gb < self._last_gb:
+        if grew or shrank or not placed or self._flat_since is None:
+            self._flat_since = now
+        self.flat_s = now - self._flat_since
+        if self._last_gb is None or grew or shrank:
             self._last_gb = used_gb
         if self._grew_at is None:
             return DiskTrend(used_gb, None)
         return DiskTrend(used_gb, now - self._grew_at < self.flat_after_s)
+
+
+def stall_message(*, disk_gb: float, flat_s: float, limit_s: float, deployment: str, source: str | None) -> str:
+    """Say that the weight download stalled, where it stands, and what to check."""
+    what = f"model_source {source!r}" if source else "the model's weights"
+    return (f"weight download of {what} stalled at {disk_gb:.0f} GB used on the fullest Ray worker's disk "
+            f"(image included): no growth for {flat_s:.0f}s (timeouts.download_stall_s {limit_s:.0f}s) while "
+            f"the workers' GPUs stay idle and {deployment} is still initializing; check the Hugging Face "
+            "token (Secret serving.hf_token_secret_name) and Hugging Face rate limits, the bucket's read "
+            "permission for the GPU nodes' service account if model_source is gs://, and the GPU nodes' "
+            "egress to huggingface.co / storage.googleapis.com (Cloud NAT, firewall rules)")

@@ -8,11 +8,14 @@ cluster (a blue/green upgrade is not finished while one exists).
 
 Some signs are fatal only if they persist (pods unschedulable with no GPU capacity coming, pods
 evicted again and again): those come back as PROGRESSING with a `suspect` message, and the waiter
-turns them FATAL once they outlast its grace period.
+turns them FATAL once they outlast its grace period. A stalled weight download (the Ray workers'
+disk flat for `download_stall_s` while their GPUs stay idle and Serve still initializes the replica)
+is FATAL here, timed by the waiter's `DiskWatch`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -33,7 +36,7 @@ from tasks.kube_objects import (
     ns_name,
     short,
 )
-from tasks.ray_service_download import DiskTrend
+from tasks.ray_service_download import GPU_BUSY_GB, DiskTrend, stall_message
 from tasks.waiting import Look, State
 
 # Container waiting reasons that never heal by waiting (a human must change the spec or image).
@@ -45,6 +48,7 @@ FATAL_READY_REASONS = frozenset({"ValidationFailed", "InitializingTimeout"})
 UNRECONCILED_GRACE_S = 300.0
 DISK_STEP_GB = 50                        # report the download in steps (one log line per step)
 SCHEDULING_WORDS = "to be scheduled"     # Serve: "replicas that have taken more than 30s to be scheduled"
+INIT_WORDS = "to initialize"             # Serve: "replicas that have taken more than 30s to initialize"
 ENGINE_WORDS = ("engine", "safetensors", "cuda graph", "compil", "warm")
 
 
@@ -68,6 +72,9 @@ class Observation:
     nodes: list[Obj] = field(default_factory=list)
     gpu_capacity_coming: bool = False    # the caller knows GPU nodes are being created (node pool op)
     disk: DiskTrend | None = None         # the Ray workers' disks (the weight download), when known
+    gpu_used_gb: float | None = None      # memory used on the workers' busiest GPU, when known
+    disk_flat_s: float | None = None      # how long the disk has not grown while the replica initializes
+    download_stall_s: float | None = None  # flat that long with idle GPUs: a stalled download (None: off)
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,8 @@ def _fatal_cluster_condition(rs: Obj) -> str | None:
 
 def _progress(rs: Obj, pods: list[Obj], obs: Observation) -> Classified:
     phase = _phase(rs, pods, obs)
+    if phase is Phase.WEIGHT_DOWNLOAD and (stalled := _stalled_download(rs, obs)):
+        return Classified(Look(State.FATAL, f"RayService {name_of(rs)}: {stalled}"), phase)
     look = Look(State.PROGRESSING, _detail(rs, pods, phase, obs))
     if unreconciled := _unreconciled_suspect(rs):
         # An operator that just started (leader election, cache sync) may take a minute or two.
@@ -226,11 +235,44 @@ def _phase(rs: Obj, pods: list[Obj], obs: Observation) -> Phase:
     if SCHEDULING_WORDS in text:
         return Phase.GPU_NODES
     # Serve's status does not tell a weight download from an engine start (both are the replica's
-    # constructor: "taken more than 30s to initialize"): an engine message or disks that grew and
-    # stopped growing do.
-    if any(word in text for word in ENGINE_WORDS) or (obs.disk is not None and obs.disk.growing is False):
+    # constructor: "taken more than 30s to initialize"): an engine message or GPU memory in use do;
+    # without GPU readings, disks that grew and stopped growing (which a stall also looks like).
+    if any(word in text for word in ENGINE_WORDS) or _engine_started(obs):
         return Phase.ENGINE_START
     return Phase.WEIGHT_DOWNLOAD
+
+
+def _engine_started(obs: Observation) -> bool:
+    if obs.gpu_used_gb is not None:
+        return obs.gpu_used_gb >= GPU_BUSY_GB
+    return obs.disk is not None and obs.disk.growing is False
+
+
+def replica_initializing(rs: Obj) -> bool:
+    """Whether Serve reports a replica in its constructor (placed: downloading or loading). Pure."""
+    apps = _current_apps(rs.get("status") or {})
+    return any(INIT_WORDS in (dep.get("message") or "") for app in apps.values()
+               for dep in (app.get("serveDeploymentStatuses") or {}).values())
+
+
+def _stalled_download(rs: Obj, obs: Observation) -> str | None:
+    """The disk flat for `download_stall_s` with the GPUs idle while the replica initializes. Never
+    without both readings: a flat disk alone may be an engine loading from a streaming source."""
+    if obs.download_stall_s is None or obs.disk is None or obs.disk_flat_s is None or obs.gpu_used_gb is None:
+        return None
+    if obs.gpu_used_gb >= GPU_BUSY_GB or obs.disk_flat_s < obs.download_stall_s or not replica_initializing(rs):
+        return None
+    deployments = [f"Serve deployment {d!r}" for app in _current_apps(rs.get("status") or {}).values()
+                   for d, dep in (app.get("serveDeploymentStatuses") or {}).items()
+                   if INIT_WORDS in (dep.get("message") or "")]
+    return stall_message(disk_gb=obs.disk.used_gb, flat_s=obs.disk_flat_s, limit_s=obs.download_stall_s,
+                         deployment=deployments[0], source=_model_source(rs))
+
+
+def _model_source(rs: Obj) -> str | None:
+    config = str((rs.get("spec") or {}).get("serveConfigV2") or "")
+    match = re.search(r"""(?:model_source|bucket_uri):[ \t]*["']?([^\s"'{}]+)""", config)
+    return match.group(1) if match else None
 
 
 def _detail(rs: Obj, pods: list[Obj], phase: Phase, obs: Observation) -> str:
@@ -257,6 +299,8 @@ def _detail(rs: Obj, pods: list[Obj], phase: Phase, obs: Observation) -> str:
                 f"{(rs.get('metadata') or {}).get('generation')})")
     disk = "" if obs.disk is None else (f"; worker disk ~{DISK_STEP_GB * round(obs.disk.used_gb / DISK_STEP_GB):.0f}"
                                         f" GB used{', growing' if obs.disk.growing else ''}")
+    if phase is Phase.WEIGHT_DOWNLOAD and obs.disk is not None and obs.disk.growing is False:
+        disk += ", not growing"
     return f"{which} cluster {_current_cluster(status)}: apps {apps_text}{disk}"
 
 

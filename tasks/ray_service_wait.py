@@ -14,18 +14,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.errors import RolloutFailed, TransientError, WaitTimedOut, only_transient_errors
-from blocks.spec import StackSpec
+from blocks.spec import StackSpec, TimeoutsSpec
 from tasks.clock import Clock, SystemClock
 from tasks.gateways.kube import EVENT, NODE, POD, RAY_SERVICE, KubeApi, KubeUnavailable, WatchExpired
-from tasks.ray_service_download import DiskWatch, worker_disk_used_gb
+from tasks.ray_service_download import DiskWatch, read_workers
 from tasks.ray_service_progress import ProgressReport, artifact_key, run_logger
-from tasks.ray_service_readiness import Classified, Observation, Phase, classify_ray_service, cluster_names
+from tasks.ray_service_readiness import (
+    Classified,
+    Observation,
+    Phase,
+    classify_ray_service,
+    cluster_names,
+    replica_initializing,
+)
 from tasks.waiting import Look, State
 
 log = logging.getLogger(__name__)
@@ -40,8 +47,8 @@ class PhaseBudgets:
 
     gpu_nodes_s: float = 45 * 60          # A3 pools: VM boot + driver install, 10-45 min (gke.md section 7)
     image_pull_s: float = 20 * 60         # ray-llm images are ~15 GB; image streaming makes it minutes
-    # 640+ GB of DeepSeek-R1 weights, and usually the engine start too: Serve's status tells the two
-    # apart only when its message names the engine (see ray_service_readiness._phase).
+    # 640+ GB of DeepSeek-R1 weights, and the engine start too when the dashboard's GPU readings are
+    # missing: then only an engine message tells the two apart (see ray_service_readiness._phase).
     weight_download_s: float = 50 * 60
     engine_start_s: float = 30 * 60       # vLLM load, NCCL init, CUDA graphs
     serve_running_s: float = 10 * 60      # services, endpoints, Ready condition
@@ -60,6 +67,10 @@ class WaitSettings:
     look_interval_s: float = 30.0         # longest gap between two looks (pod-only signs need a look)
     min_look_gap_s: float = 2.0           # shortest gap (the operator reconciles every 2 s)
     transient_budget_s: float = 300.0     # how long API trouble is ridden out before giving up
+    # The workers' disk flat this long with idle GPUs while Serve initializes the replica: a stalled
+    # download, fatal. None: the stack's timeouts.download_stall_s (wait_for_ray_service_ready), else
+    # StackSpec's default.
+    download_stall_s: float | None = None
 
 
 class _Judge:
@@ -110,9 +121,9 @@ class _Judge:
 
 
 def observe(kube: KubeApi, namespace: str, name: str, *, capacity_coming: Callable[[], bool] | None = None,
-            disk_watch: DiskWatch | None = None) -> tuple[Observation, str]:
+            disk_watch: DiskWatch | None = None, download_stall_s: float | None = None) -> tuple[Observation, str]:
     """Read the RayService, its pods and events (the nodes when pods wait for one, the workers' disks
-    while the model loads).
+    and GPUs while the model loads; `download_stall_s` as in `WaitSettings`, None: no stall detection).
 
     Returns the observation and the RayService list's resourceVersion (where a watch continues).
     """
@@ -130,8 +141,11 @@ def observe(kube: KubeApi, namespace: str, name: str, *, capacity_coming: Callab
         coming = bool(capacity_coming()) if capacity_coming is not None else False
         obs = Observation(rs, pods, events, kube.list(NODE).items, gpu_capacity_coming=coming)
     elif disk_watch is not None and first.phase in (Phase.WEIGHT_DOWNLOAD, Phase.ENGINE_START):
-        trend = disk_watch.update(worker_disk_used_gb(kube, namespace, clusters[-1]))
-        obs = Observation(rs, pods, events, disk=trend)
+        reading = read_workers(kube, namespace, clusters[-1])
+        if reading is not None:
+            trend = disk_watch.update(reading.disk_used_gb, placed=replica_initializing(rs))
+            obs = Observation(rs, pods, events, disk=trend, gpu_used_gb=reading.gpu_used_gb,
+                              disk_flat_s=disk_watch.flat_s, download_stall_s=download_stall_s)
     return obs, listed.resource_version
 
 
@@ -160,7 +174,8 @@ def _report(progress: ProgressReport, c: Classified) -> None:
 
 def _look_once(kube: KubeApi, namespace: str, name: str, judge: _Judge, progress: ProgressReport,
                capacity_coming: Callable[[], bool] | None, disk_watch: DiskWatch) -> tuple[Classified, str]:
-    obs, resource_version = observe(kube, namespace, name, capacity_coming=capacity_coming, disk_watch=disk_watch)
+    obs, resource_version = observe(kube, namespace, name, capacity_coming=capacity_coming, disk_watch=disk_watch,
+                                    download_stall_s=_download_stall_s(judge.settings))
     c = classify_ray_service(obs)
     _report(progress, c)
     judge.judge(c)
@@ -192,6 +207,12 @@ def wait_for_ray_service(kube: KubeApi, namespace: str, name: str, *, settings: 
             clock.sleep(settings.min_look_gap_s - gap)   # a burst of status updates: do not hammer the API
 
 
+def _download_stall_s(settings: WaitSettings) -> float:
+    if settings.download_stall_s is not None:
+        return settings.download_stall_s
+    return float(TimeoutsSpec.model_fields["download_stall_s"].default)
+
+
 def _ride_out(error: TransientError, since: float | None, what: str, settings: WaitSettings, clock: Clock,
               progress: ProgressReport) -> float:
     """Log a transient API failure and pause; re-raise it once trouble has lasted too long."""
@@ -212,12 +233,15 @@ def wait_for_ray_service_ready(kube: KubeApi, spec: StackSpec, *, clock: Clock |
 
     Returns the READY look. Raises RolloutFailed within about a minute of a fatal sign
     (ImagePullBackOff, CrashLoopBackOff, OOMKilled, DEPLOY_FAILED, ValidationFailed,
-    InitializingTimeout) or once a suspect sign (pods unschedulable with no GPU capacity coming)
-    outlasts its grace period; WaitTimedOut when a phase overruns its budget or after
+    InitializingTimeout), once the weight download has stalled for `spec.timeouts.download_stall_s`
+    (unless `settings` sets its own), or once a suspect sign (pods unschedulable with no GPU capacity
+    coming) outlasts its grace period; WaitTimedOut when a phase overruns its budget or after
     `spec.timeouts.model_load_s`. `capacity_coming` says whether GPU nodes are being created (e.g.
     the node pool operation is running). Stateless across restarts: call it again to resume.
     Transient API failures are ridden out for `transient_budget_s`, then retried by Prefect.
     """
     settings = settings or WaitSettings(timeout_s=spec.timeouts.model_load_s)
+    if settings.download_stall_s is None:
+        settings = replace(settings, download_stall_s=spec.timeouts.download_stall_s)
     return wait_for_ray_service(kube, spec.serving.namespace, spec.serving.ray_service_name,
                                 settings=settings, clock=clock or SystemClock(), capacity_coming=capacity_coming)
