@@ -6,8 +6,11 @@ done here (namespace, including the ClusterRoleBinding's ServiceAccount subject;
 the common labels). Everything is applied with server-side apply, because the CRDs (0.77-1.39 MB) are
 too large for the last-applied annotation of client-side apply.
 
-We add two things to what upstream renders: our owner labels (`metadata.labels` only, never selectors,
-which are immutable), and a required node affinity that keeps the operator off GPU nodes. GKE taints
+We add three things to what upstream renders: our owner labels (`metadata.labels` only, never selectors,
+which are immutable), a required node affinity that keeps the operator off GPU nodes, and on each CRD
+an annotation with the SHA-256 of what we apply. The CRDs are about 1.35 MB of JSON; with the
+annotation, a warm cluster is checked with one metadata-only list (a few kB) instead of reading them
+whole: a CRD whose annotation matches and that no other field manager wrote since is as we want it. GKE taints
 GPU nodes only in some creation orders (reference/gke.md section 8), and an operator scheduled there
 would be evicted when the GPU pool is torn down, and would hold a $90/hour node's CPU for a 100m pod.
 We add no tolerations, so a tainted GPU node repels it too.
@@ -29,10 +32,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.errors import NotOursError, PermanentError, only_transient_errors
-from blocks.labels import is_ours, owner_labels
+from blocks.labels import MANAGED_BY_KEY, MANAGED_BY_VALUE, is_ours, owner_labels
 from blocks.spec import StackSpec
 from tasks.clock import Clock, SystemClock
-from tasks.gateways.kube import CRD, DEPLOYMENT, POD, KubeApi, describe, resource_of
+from tasks.gateways.kube import CRD, DEPLOYMENT, FIELD_MANAGER, POD, KubeApi, describe, resource_of
 from tasks.ray_service_readiness import fatal_pod_sign
 from tasks.waiting import Look, State, wait_until_ready
 
@@ -49,6 +52,8 @@ SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "namespace", "ima
 CLUSTER_SCOPED = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Namespace"}
 ADOPT_KINDS = ("Deployment", "CustomResourceDefinition")     # what says "a KubeRay operator is installed"
 PREEXISTING_NAMESPACES = {"default", "kube-system", "kube-public"}
+# On each CRD we apply: SHA-256 of the rendered CRD without this annotation (hex).
+MANIFEST_HASH_KEY = "gke-llm-flows/manifest-sha256"
 APPLY_ORDER = ["CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "Role",
                "ClusterRoleBinding", "RoleBinding", "Service", "Deployment"]
 
@@ -87,6 +92,13 @@ def render_operator_manifests(version: str, namespace: str, *, stack: str,
     namespace` would; the ClusterRoleBinding's subject follows it.
     """
     base = vendored_dir(version, root)
+    return [json.loads(text) for _, _, text in _rendered_texts(base, namespace, stack, _signature(base))]
+
+
+@functools.lru_cache(maxsize=16)
+def _rendered_texts(base: Path, namespace: str, stack: str, signature: tuple) -> tuple[tuple[str, str, str], ...]:
+    """The rendered objects as JSON texts, cached per vendored files' state (`signature`): rendering
+    and hashing the CRDs costs a noticeable fraction of a second, and every spin-up checks them."""
     objects = _render_kustomization(base / OVERLAY, base)
     if namespace not in PREEXISTING_NAMESPACES:
         objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
@@ -95,7 +107,35 @@ def render_operator_manifests(version: str, namespace: str, *, stack: str,
         obj.setdefault("metadata", {}).setdefault("labels", {}).update(owner_labels(stack))
         if obj.get("kind") == "Deployment":
             _keep_off_gpu_nodes(obj)
-    return _ordered(objects)
+        if obj.get("kind") == "CustomResourceDefinition":
+            obj["metadata"].setdefault("annotations", {})[MANIFEST_HASH_KEY] = manifest_hash(obj)
+    return tuple((obj["kind"], obj["metadata"]["name"], json.dumps(obj)) for obj in _ordered(objects))
+
+
+@functools.lru_cache(maxsize=16)
+def _crd_hashes(base: Path, namespace: str, stack: str, signature: tuple) -> tuple[tuple[str, str], ...]:
+    """(name, our hash annotation) of each rendered CRD."""
+    return tuple((name, json.loads(text)["metadata"]["annotations"][MANIFEST_HASH_KEY])
+                 for kind, name, text in _rendered_texts(base, namespace, stack, signature)
+                 if kind == "CustomResourceDefinition")
+
+
+def _signature(base: Path) -> tuple:
+    """What identifies the vendored files' content cheaply: each file's path, size and mtime."""
+    return tuple((str(p), st.st_size, st.st_mtime_ns) for p in sorted(base.rglob("*"))
+                 if p.is_file() and (st := p.stat()))
+
+
+def manifest_hash(obj: dict[str, Any]) -> str:
+    """SHA-256 (hex) of `obj` as canonical JSON, leaving out our own hash annotation. Pure."""
+    meta = dict(obj.get("metadata") or {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != MANIFEST_HASH_KEY}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    canonical = json.dumps({**obj, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _render_kustomization(directory: Path, root: Path) -> list[dict[str, Any]]:
@@ -210,25 +250,51 @@ def plan_operator(rendered: list[dict[str, Any]], live: list[dict[str, Any] | No
     return [want for want, have in zip(rendered, live, strict=True) if have is None or not is_subset(want, have)]
 
 
+def crd_is_current(meta: dict[str, Any] | None, digest: str) -> bool:
+    """True when a CRD's metadata says it holds what we applied as `digest` and nobody wrote it since:
+    our hash annotation matches and no field manager but ours owns fields outside `status`. Pure."""
+    if not meta or meta.get("deletionTimestamp") or not is_ours(meta.get("labels")):
+        return False
+    if (meta.get("annotations") or {}).get(MANIFEST_HASH_KEY) != digest:
+        return False
+    writers = {e.get("manager") for e in meta.get("managedFields") or [] if e.get("subresource") != "status"}
+    return writers <= {FIELD_MANAGER}
+
+
+def crds_current(kube: KubeApi, hashes: tuple[tuple[str, str], ...]) -> bool:
+    """Whether every CRD of `hashes` ((name, digest) pairs) is live as we applied it: one
+    metadata-only list of our CRDs, a few kB, instead of reading ~1.35 MB of them."""
+    live = {m.get("name"): m for m in kube.list_metadata(CRD, label_selector=f"{MANAGED_BY_KEY}={MANAGED_BY_VALUE}")}
+    return all(crd_is_current(live.get(name), digest) for name, digest in hashes)
+
+
 @task(retries=2, retry_delay_seconds=[10, 30], retry_condition_fn=only_transient_errors, cache_policy=NO_CACHE)
 def ensure_kuberay_operator(kube: KubeApi, spec: StackSpec, *, clock: Clock | None = None,
                             vendor_root: Path | None = None) -> OperatorResult:
     """Make the cluster run the pinned KubeRay operator, then wait until it can serve RayServices.
 
     On return every CRD is Established and the Deployment is Available with the pinned image.
-    Idempotent: when everything already matches, no write request is made. A changed
-    `operator.version` is applied over the old objects (same names), i.e. upgraded in place.
+    Idempotent: when everything already matches, no write request is made, and CRDs that carry our
+    hash annotation unchanged (`crds_current`) are not read whole. A changed `operator.version` is
+    applied over the old objects (same names), i.e. upgraded in place.
     Raises PermanentError for a version that is not vendored, NotOursError for a KubeRay install we
     did not make (unless `cluster.adopt_existing`), RolloutFailed as soon as an operator pod cannot
     start (crash loop, image pull), WaitTimedOut if not ready in `spec.timeouts.operator_ready_s`.
     """
     clock = clock or SystemClock()
     version, namespace = spec.operator.version, spec.operator.namespace
-    rendered = render_operator_manifests(version, namespace, stack=spec.name, root=vendor_root)
+    base = vendored_dir(version, vendor_root)
+    key = (base, namespace, spec.name, _signature(base))
+    texts, result = _rendered_texts(*key), OperatorResult(version, namespace)
+    skip = set()
+    if crds_current(kube, hashes := _crd_hashes(*key)):
+        skip = {name for name, _ in hashes}
+        result.unchanged += [f"CustomResourceDefinition {name}" for name in sorted(skip)]
+    rendered = [json.loads(text) for kind, name, text in texts
+                if not (kind == "CustomResourceDefinition" and name in skip)]
     live = [kube.get(resource_of(obj), obj["metadata"]["name"], obj["metadata"].get("namespace"))
             for obj in rendered]
     todo = {id(obj) for obj in plan_operator(rendered, live, adopt_existing=spec.cluster.adopt_existing)}
-    result = OperatorResult(version, namespace)
     for obj in rendered:
         if id(obj) in todo:
             kube.apply(obj)

@@ -31,13 +31,12 @@ def is_operator_deployment(deployment: dict[str, Any]) -> bool:
 
 def missing_crds(ctx: ClusterContext) -> list[str]:
     """Required CRDs that do not exist or are not Established yet."""
-    missing = []
-    for name in REQUIRED_CRDS:
-        crd = ctx.store.get(CRDS, None, name)
-        conditions = ((crd or {}).get("status") or {}).get("conditions") or []
-        if not any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-            missing.append(name)
-    return missing
+    return [name for name in REQUIRED_CRDS if not ctx.store.peek(CRDS, None, name, _established)]
+
+
+def _established(crd: dict[str, Any]) -> bool:
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def operator_active(ctx: ClusterContext) -> tuple[bool, str]:
