@@ -2,9 +2,11 @@
 
 1. Registers the `GKE LLM Serving Stack` block type (the UI can then create stacks).
 2. Creates the process work pool `prefect.yaml` deploys to, if it is missing.
-3. Creates (or replaces) the zombie-run automation: a flow run whose heartbeats stop for the window
-   is marked Crashed. Without it, a run whose host died stays Running forever (the OSS server has no
-   zombie detection), and the Crashed event is what starts the after-crash teardown deployment.
+3. Creates (or replaces) the zombie-run automation: a run of one of our flows whose heartbeats stop
+   for the window is marked Crashed. Without it, a run whose host died stays Running forever (the OSS
+   server has no zombie detection), and the Crashed event is what starts the after-crash teardown
+   deployment. Runs of other flows on the same server are never touched: their heartbeat periods are
+   not ours to know, and a window shorter than theirs would mark their healthy runs Crashed.
 4. Creates the per-stack global concurrency limit (one slot) for every saved stack block, and for
    each `--stack-name`, so the first runs never race each other to create it.
 5. Reports whether the teardown-on-crash chain (the `teardown-llm/after-crash` deployment and its
@@ -30,8 +32,25 @@ FINAL_EVENTS = ("prefect.flow-run.Completed", "prefect.flow-run.Failed", "prefec
                 "prefect.flow-run.Crashed")
 
 
+def our_flow_names() -> list[str]:
+    """The name of every flow defined in the `flows` package (the runs the zombie automation watches)."""
+    import importlib
+    import pkgutil
+
+    from prefect import Flow
+
+    import flows
+
+    names: set[str] = set()
+    for module in pkgutil.iter_modules(flows.__path__):
+        if not module.name.startswith("_"):
+            found = vars(importlib.import_module(f"flows.{module.name}")).values()
+            names.update(f.name for f in found if isinstance(f, Flow))
+    return sorted(names)
+
+
 def zombie_automation(window_s: float, *, heartbeat_s: float):
-    """The automation that marks a run Crashed when no heartbeat came for `window_s` seconds.
+    """The automation that marks a run of our flows Crashed when no heartbeat came for `window_s` seconds.
 
     Raises ValueError when the window is under MIN_WINDOW_HEARTBEATS heartbeat periods: a shorter one
     marks healthy runs Crashed, and their Crashed event would tear down a working stack.
@@ -49,6 +68,8 @@ def zombie_automation(window_s: float, *, heartbeat_s: float):
         description="Mark flow runs Crashed when their heartbeats stop (host died); starts the teardown chain.",
         trigger=EventTrigger(
             match={"prefect.resource.id": "prefect.flow-run.*"},
+            # Heartbeats and state events both name the run's flow as a related resource.
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": our_flow_names()},
             after={"prefect.flow-run.heartbeat"},
             expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
             for_each={"prefect.resource.id"},

@@ -15,9 +15,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, LogFilter, LogFilterFlowRunId
@@ -169,3 +171,13 @@ def delete_deployments(*names: str) -> None:
                 continue
             client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
             client.delete_deployment(deployment.id)
+
+
+def events(api_url: str, name: str, *, since: datetime, resource_id: str | None = None) -> list[dict]:
+    """Events named `name` since `since` (about `resource_id` if given), read from the server's API."""
+    wanted: dict[str, Any] = {"event": {"name": [name]}, "occurred": {"since": since.isoformat()}}
+    if resource_id:
+        wanted["resource"] = {"id": [resource_id]}
+    response = httpx.post(f"{api_url}/events/filter", json={"filter": wanted, "limit": 50}, timeout=30)
+    response.raise_for_status()
+    return response.json()["events"]

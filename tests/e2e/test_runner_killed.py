@@ -12,6 +12,10 @@ by side in one sandbox (two stacks, two clusters) to share the real-time heartbe
   comes back; the `llm-janitor` flow run afterwards reclaims the GPU pool because the run named in
   its labels is Crashed.
 
+Beside them runs a healthy flow that is not ours, with Prefect's default 180 s heartbeats: the zombie
+automation must leave it alone (a shared server hosts other teams' flows; their heartbeat periods are
+not ours to know, and our 60 s window would mark their healthy runs Crashed).
+
 Wall time is bounded by Prefect: heartbeats every 30 s at least, a zombie window of two of them.
 """
 
@@ -33,6 +37,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun
+from prefect.states import Cancelled
 
 from bench.measure import duplicates
 from blocks.prefect_blocks import ServingStackBlock
@@ -48,6 +53,7 @@ from tests.e2e._served import (
     ROOT,
     delete_deployments,
     deployment_id,
+    events,
     final_state,
     has_deployment,
     kill_runner,
@@ -82,6 +88,9 @@ class Killed:
     janitor_spec: StackSpec
     served_run: FlowRun               # the deployment's spin-up run, as it was when killed
     cli_run: FlowRun                  # the command-line spin-up run, as it was when killed
+    foreign_run: FlowRun              # a healthy run of a flow that is not ours
+    foreign: subprocess.Popen         # its process
+    automation_at: datetime           # when deployments.setup created the zombie automation
     killed_at: dict[str, datetime]    # leg -> when its processes were killed
     runner: subprocess.Popen          # the fresh runner
     runner_log: Path
@@ -110,6 +119,28 @@ def _cli_run(stack_file: Path) -> FlowRun | None:
         found = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             deployment_id=FlowRunFilterDeploymentId(is_null_=True)))
     return next((r for r in found if (r.parameters.get("stack") or {}).get("file") == str(stack_file)), None)
+
+
+# Someone else's flow on the same server, healthy, with Prefect's default heartbeat period.
+FOREIGN_FLOW = "someone-elses-flow"
+FOREIGN_SCRIPT = f"""
+import time
+from prefect import flow
+
+@flow(name={FOREIGN_FLOW!r})
+def theirs():
+    time.sleep(600)
+
+theirs()
+"""
+
+
+def _foreign_run() -> FlowRun | None:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[FOREIGN_FLOW])))
+    return next((r for r in found if r.state_type.value == "RUNNING"), None)
 
 
 def _setup(env: dict[str, str]) -> str:
@@ -154,8 +185,13 @@ def killed(prefect_server, tmp_path_factory) -> Iterator[Killed]:
         cli_file = _spec_file(sandbox, folder / "cli", name="janitor-leg")
         janitor_stack = StackRef(file=str(cli_file))
         janitor_spec = StackSpec.from_yaml(str(cli_file))
+        foreign = None
         try:
+            automation_at = datetime.now(timezone.utc)
             _setup(env)
+            theirs = {k: v for k, v in env.items() if k != "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"}
+            foreign = subprocess.Popen([sys.executable, "-c", FOREIGN_SCRIPT], env=theirs, cwd=str(folder),
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             with serving(["--block", block_name], env, folder / "serve-1.log") as first:
                 wait_for("the served deployments", lambda: all(has_deployment(n) for n in (SPIN_UP, AFTER_CRASH)),
                          timeout_s=120, alive=first, log=folder / "serve-1.log")
@@ -168,26 +204,30 @@ def killed(prefect_server, tmp_path_factory) -> Iterator[Killed]:
                                        start_new_session=True)
                 killed_at = _kill_both(sandbox, first, cli, served_id=served_id, chain_spec=block.spec,
                                        janitor_spec=janitor_spec)
+            foreign_run = wait_for("the foreign flow's run", _foreign_run, timeout_s=30)
             served_run, cli_run = read_run(served_id), _cli_run(cli_file)
             assert cli_run is not None, "the command-line spin-up left no flow run"
             assert run_processes(served_id) == []               # nothing of the run survived
             with serving(["--block", block_name], env, folder / "serve-2.log") as second:
                 yield Killed(sandbox, block_name, block.spec, janitor_stack, janitor_spec, served_run, cli_run,
-                             killed_at, second, folder / "serve-2.log")
+                             foreign_run, foreign, automation_at, killed_at, second, folder / "serve-2.log")
         finally:
-            if cli is not None and cli.poll() is None:
-                os.killpg(cli.pid, signal.SIGKILL)
+            for proc in (cli, foreign):
+                if proc is not None and proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
             _forget(SERVED)
             print(f"\ntest_runner_killed: module wall time {time.monotonic() - started:.0f}s")
 
 
 def _forget(deployments: tuple[str, ...]) -> None:
     """Remove what this module registered on the session's server: a 60 s zombie window would mark
-    later modules' in-process runs (180 s heartbeats) Crashed."""
+    later modules' in-process runs of our flows (180 s heartbeats) Crashed. End the foreign run."""
     delete_deployments(*deployments)
     with get_client(sync_client=True) as client:
         for automation in client.read_automations_by_name(ZOMBIE_AUTOMATION):
             client.delete_automation(automation.id)
+        if (foreign := _foreign_run()) is not None:
+            client.set_flow_run_state(foreign.id, Cancelled(message="test_runner_killed: stopped"), force=True)
 
 
 def _crashed_by_the_automation(run: FlowRun, killed_at: datetime, *, log: Path | None = None) -> FlowRun:
@@ -236,6 +276,18 @@ def test_a_killed_run_the_chain_does_not_cover_is_reclaimed_by_the_janitor(kille
     assert findings[killed.janitor_spec.cluster.name] == ("reclaimed", "its spin-up run ended CRASHED")
     assert findings[killed.chain_spec.cluster.name][0] == "left alone"      # another stack: not touched
     assert not _billing(killed.sandbox, killed.janitor_spec)
+
+
+def test_a_healthy_run_of_a_flow_that_is_not_ours_is_never_marked_crashed(killed, prefect_server):
+    run = killed.foreign_run
+    heartbeats = events(prefect_server["PREFECT_API_URL"], "prefect.flow-run.heartbeat",
+                        since=killed.automation_at, resource_id=f"prefect.flow-run.{run.id}")
+    assert heartbeats, "the foreign run sent no heartbeat the automation could have seen"
+    # Its next heartbeat is 180 s away: past this point, our runs were Crashed long ago.
+    first = min(datetime.fromisoformat(e["occurred"]) for e in heartbeats)
+    time.sleep(max(0.0, (first - datetime.now(timezone.utc)).total_seconds() + CRASHED_WITHIN_S - 25))
+    assert killed.foreign.poll() is None, "the foreign flow's process ended"
+    assert read_run(run.id).state_type.value == "RUNNING"
 
 
 def test_the_sandbox_ends_with_nothing_billing_and_nothing_duplicated(killed):
