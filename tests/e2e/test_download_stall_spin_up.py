@@ -1,0 +1,62 @@
+"""A spin-up whose weight download stalls fails with the stall message and is torn down, ~10 minutes
+(simulated) after the stall instead of after the 50-minute weight-download budget.
+
+Real Prefect server, the serve-llm flow with its failure hook, the sandbox on the realistic profile.
+The stall's start is on the sandbox clock: the fault fires when the replica is placed (the download
+starts), and the download then runs at the profile's Hugging Face rate up to `at_fraction` of the
+weights. The teardown's start is the first delete of one of our resources in the sandbox's logs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import measure
+from blocks.spec import StackSpec
+from flows.demo import demo_stack_file
+from flows.spin_up import serve_llm
+from flows.stack_ref import StackRef
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+TIME_SCALE = 100.0
+AT_FRACTION = 0.4
+STALL_S = 600.0                # timeouts.download_stall_s's default
+# After 600 s flat the next look (at most 30 s later) fails the wait, and the flow deletes the
+# RayService at once; at 100x each wall second of lag on a busy 2-core machine adds 100 simulated
+# seconds, so 1.5 s of lag are allowed. Still a quarter of the 3000 s the phase budget took before.
+BOUND_S = STALL_S + 30 + 150
+
+
+@pytest.fixture
+def realistic_sandbox(tmp_path, monkeypatch):
+    from sandbox.app import Sandbox
+    from tasks.clock import TIME_SCALE_ENV
+
+    with Sandbox(time_scale=TIME_SCALE, kubernetes=True, profile="realistic") as sandbox:
+        monkeypatch.setenv(TIME_SCALE_ENV, sandbox.flows_clock_env())
+        yield sandbox, demo_stack_file(sandbox.gke_url, tmp_path)
+
+
+@pytest.mark.timeout(300)
+def test_a_stalled_download_fails_the_spin_up_with_the_stall_message_and_leaves_nothing_billing(realistic_sandbox):
+    sandbox, path = realistic_sandbox
+    spec = StackSpec.from_yaml(path)
+    assert spec.timeouts.download_stall_s == STALL_S
+    fault_clock = measure.FaultClock(sandbox)
+    sandbox.inject({"kind": "stalled_download", "at_fraction": AT_FRACTION})
+
+    state = serve_llm(stack=StackRef(file=str(path)), return_state=True)
+
+    assert state.is_failed()
+    assert "[weight-download]" in state.message and "stalled at 286 GB" in state.message, state.message
+    assert "Hugging Face token" in state.message and "egress" in state.message
+    inventory = sandbox.inventory()
+    assert measure.gpu_vms_running(inventory) == [] and measure.leaked_gpu_node_seconds(inventory) == 0
+    weights_gb, rate_mb_s = 688, sandbox.profile["kube"]["weight_download_mb_per_s"]
+    stalled_at = fault_clock.first_fired_s + AT_FRACTION * weights_gb * 1000 / rate_mb_s
+    teardown_at = measure.teardown_started_s(sandbox.requests(), measure.kube_requests(sandbox, spec), spec,
+                                             after_s=stalled_at)
+    assert teardown_at is not None
+    print(f"stall at {stalled_at:.0f}s, teardown started {teardown_at - stalled_at:.0f} simulated s later")
+    assert STALL_S <= teardown_at - stalled_at <= BOUND_S, teardown_at - stalled_at
