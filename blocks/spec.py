@@ -21,6 +21,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -84,6 +86,18 @@ class SpecModel(BaseModel):
             super().__init__(**data)
         except ValidationError as e:
             raise spec_error_from(e, type(self)) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse `true`/`false` for a number field: pydantic's lax mode would read `node_count: true`
+        as 1. Numeric text ("2") and whole floats (2.0) stay accepted, as before."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            from blocks.validation import boolean_number_problem
+
+            if problem := boolean_number_problem(cls.model_fields[info.field_name], value):
+                raise ValueError(problem)
+        return value
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any):  # type: ignore[override]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from blocks import formats
 from blocks.machines import GPU_MACHINES, RAY_ACCELERATOR, machine_shape, machines_for
@@ -182,6 +184,28 @@ def _misc_problems(spec: StackSpec) -> list[str]:
                         f"(timeouts.node_pool_create_s + timeouts.model_load_s = {spin_up_s:g}); the janitor "
                         f"would take the stack down mid-spin-up; accepted: more than {spin_up_s:g}")
     return problems
+
+
+# ---- booleans are no numbers ------------------------------------------------------------------------
+
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def boolean_number_problem(field: FieldInfo, value: bool) -> str | None:
+    """Return why `value` (a boolean) cannot fill the int/float `field`, or None if it is no number field."""
+    args = typing.get_args(field.annotation) or (field.annotation,)
+    numbers = [a for a in args if a in (int, float)]
+    if not numbers:
+        return None
+    what = "a whole number" if numbers == [int] else "a number"
+    bounds = [f"{sign} {_plain(getattr(m, attr))}" for m in field.metadata for attr, sign in _BOUNDS
+              if hasattr(m, attr)]
+    accepted = what + (f" ({', '.join(bounds)})" if bounds else "") + (" or null" if type(None) in args else "")
+    return f"{str(value).lower()} is a boolean, not {what}; accepted: {accepted}"
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 # ---- pydantic errors as sentences ------------------------------------------------------------------
