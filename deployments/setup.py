@@ -65,7 +65,8 @@ def zombie_automation(window_s: float, *, heartbeat_s: float):
                          f"marked Crashed; use at least {MIN_WINDOW_HEARTBEATS * heartbeat_s:g}s")
     return AutomationCore(
         name=ZOMBIE_AUTOMATION,
-        description="Mark flow runs Crashed when their heartbeats stop (host died); starts the teardown chain.",
+        description="Mark runs of gke-llm-flows' flows Crashed when their heartbeats stop (host died); "
+                    "starts the teardown chain.",
         trigger=EventTrigger(
             match={"prefect.resource.id": "prefect.flow-run.*"},
             # Heartbeats and state events both name the run's flow as a related resource.

@@ -37,6 +37,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Cancelled
 
 from bench.measure import duplicates
@@ -76,7 +77,6 @@ CRASHED_WITHIN_S = WINDOW_S + 45
 SPIN_UP, SPIN_DOWN, AFTER_CRASH, SWEEP = ("serve-llm/spin-up", "teardown-llm/spin-down",
                                           "teardown-llm/after-crash", "llm-janitor/sweep")
 SERVED = (SPIN_UP, SPIN_DOWN, AFTER_CRASH, "redeploy-llm/on-change", SWEEP)
-POOL = "gpu-node-pool"
 
 
 @dataclass
@@ -169,52 +169,67 @@ def _kill_both(sandbox, runner, cli, *, served_id, chain_spec, janitor_spec) -> 
     return killed
 
 
+def _start_foreign(env: dict[str, str], folder: Path) -> subprocess.Popen:
+    """Start someone else's flow, with Prefect's default heartbeat period (not ours)."""
+    theirs = {k: v for k, v in env.items() if k != "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"}
+    return subprocess.Popen([sys.executable, "-c", FOREIGN_SCRIPT], env=theirs, cwd=str(folder),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _start_cli_spin_up(env: dict[str, str], stack_file: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "flows", "up", "--stack", str(stack_file)], env=env,
+                            cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _spin_up_served_then_kill(sandbox: Sandbox, block: ServingStackBlock, block_name: str, env: dict[str, str],
+                              folder: Path, cli_file: Path) -> tuple[FlowRun, dict[str, datetime]]:
+    """Serve the block's deployments, start both legs' spin-ups, kill each leg in its model load."""
+    log = folder / "serve-1.log"
+    with serving(["--block", block_name], env, log) as first:
+        wait_for("the served deployments", lambda: all(has_deployment(n) for n in (SPIN_UP, AFTER_CRASH)),
+                 timeout_s=120, alive=first, log=log)
+        # Slow weights keep both spin-ups in the model load long enough to be caught there.
+        sandbox.inject({"kind": "slow_download", "model_id": "deepseek", "factor": 2})
+        with get_client(sync_client=True) as client:
+            served_id = client.create_flow_run_from_deployment(deployment_id(SPIN_UP)).id
+        cli = _start_cli_spin_up(env, cli_file)
+        try:
+            killed_at = _kill_both(sandbox, first, cli, served_id=served_id, chain_spec=block.spec,
+                                   janitor_spec=StackSpec.from_yaml(str(cli_file)))
+        finally:
+            if cli.poll() is None:
+                os.killpg(cli.pid, signal.SIGKILL)
+    assert run_processes(served_id) == []               # nothing of the run survived
+    return read_run(served_id), killed_at
+
+
 @pytest.fixture(scope="module")
 def killed(prefect_server, tmp_path_factory) -> Iterator[Killed]:
     """Both legs' spin-ups killed with every process of theirs, and a fresh runner serving again."""
-    started = time.monotonic()
-    folder = tmp_path_factory.mktemp("runner-killed")
+    started, folder = time.monotonic(), tmp_path_factory.mktemp("runner-killed")
     (folder / "cli").mkdir()
-    cli = None
     with Sandbox(time_scale=TIME_SCALE, kubernetes=True) as sandbox:
         env = dict(prefect_server, PYTHONPATH=str(ROOT), PREFECT_RUNNER_POLL_FREQUENCY="2",
                    PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(HEARTBEAT_S), **{TIME_SCALE_ENV: sandbox.flows_clock_env()})
-        block = ServingStackBlock.from_yaml(_spec_file(sandbox, folder))
-        block_name = f"killed-{uuid.uuid4().hex[:8]}"
+        block, block_name = ServingStackBlock.from_yaml(_spec_file(sandbox, folder)), f"killed-{uuid.uuid4().hex[:8]}"
         block.save(block_name)
         cli_file = _spec_file(sandbox, folder / "cli", name="janitor-leg")
-        janitor_stack = StackRef(file=str(cli_file))
-        janitor_spec = StackSpec.from_yaml(str(cli_file))
         foreign = None
         try:
             automation_at = datetime.now(timezone.utc)
             _setup(env)
-            theirs = {k: v for k, v in env.items() if k != "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"}
-            foreign = subprocess.Popen([sys.executable, "-c", FOREIGN_SCRIPT], env=theirs, cwd=str(folder),
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            with serving(["--block", block_name], env, folder / "serve-1.log") as first:
-                wait_for("the served deployments", lambda: all(has_deployment(n) for n in (SPIN_UP, AFTER_CRASH)),
-                         timeout_s=120, alive=first, log=folder / "serve-1.log")
-                # Slow weights keep both spin-ups in the model load long enough to be caught there.
-                sandbox.inject({"kind": "slow_download", "model_id": "deepseek", "factor": 2})
-                with get_client(sync_client=True) as client:
-                    served_id = client.create_flow_run_from_deployment(deployment_id(SPIN_UP)).id
-                cli = subprocess.Popen([sys.executable, "-m", "flows", "up", "--stack", str(cli_file)], env=env,
-                                       cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                       start_new_session=True)
-                killed_at = _kill_both(sandbox, first, cli, served_id=served_id, chain_spec=block.spec,
-                                       janitor_spec=janitor_spec)
-            foreign_run = wait_for("the foreign flow's run", _foreign_run, timeout_s=30)
-            served_run, cli_run = read_run(served_id), _cli_run(cli_file)
+            foreign = _start_foreign(env, folder)
+            served_run, killed_at = _spin_up_served_then_kill(sandbox, block, block_name, env, folder, cli_file)
+            foreign_run, cli_run = wait_for("the foreign flow's run", _foreign_run, timeout_s=30), _cli_run(cli_file)
             assert cli_run is not None, "the command-line spin-up left no flow run"
-            assert run_processes(served_id) == []               # nothing of the run survived
             with serving(["--block", block_name], env, folder / "serve-2.log") as second:
-                yield Killed(sandbox, block_name, block.spec, janitor_stack, janitor_spec, served_run, cli_run,
-                             foreign_run, foreign, automation_at, killed_at, second, folder / "serve-2.log")
+                yield Killed(sandbox, block_name, block.spec, StackRef(file=str(cli_file)),
+                             StackSpec.from_yaml(str(cli_file)), served_run, cli_run, foreign_run, foreign,
+                             automation_at, killed_at, second, folder / "serve-2.log")
         finally:
-            for proc in (cli, foreign):
-                if proc is not None and proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            if foreign is not None and foreign.poll() is None:
+                os.killpg(foreign.pid, signal.SIGKILL)
             _forget(SERVED)
             print(f"\ntest_runner_killed: module wall time {time.monotonic() - started:.0f}s")
 
@@ -271,7 +286,9 @@ def test_a_killed_run_the_chain_does_not_cover_is_reclaimed_by_the_janitor(kille
     assert _billing(killed.sandbox, killed.janitor_spec)             # the chain did not take it down
     assert [r for r in runs_of(AFTER_CRASH) if r.parameters.get("after_run") == f"prefect.flow-run.{run.id}"] == []
 
-    swept = janitor(stacks=[killed.janitor_stack])
+    # This process runs our flow too: it must heartbeat within the window like every runner.
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_S}):
+        swept = janitor(stacks=[killed.janitor_stack])
     findings = {f["cluster"]: (f["action"], f["reason"]) for f in swept["findings"]}
     assert findings[killed.janitor_spec.cluster.name] == ("reclaimed", "its spin-up run ended CRASHED")
     assert findings[killed.chain_spec.cluster.name][0] == "left alone"      # another stack: not touched
