@@ -10,6 +10,14 @@ each pool, explicitly rather than by server default; and the GPU driver version 
 LATEST: the guide's CUDA 12.8 image needs a recent driver, and the proto says an unset version may
 install none on older GKE versions).
 
+Workload Identity Federation for GKE when the model comes from a bucket (`serving.model_source`
+gs://...): the Ray pods and the staging Job read and write it as a Kubernetes service account bound
+to Google IAM, which needs `workloadIdentityConfig.workloadPool = PROJECT.svc.id.goog` on the cluster
+(gcloud `--workload-pool`) and `workloadMetadataConfig.mode = GKE_METADATA` on every node pool that
+runs them (gcloud `--workload-metadata`; GKE gives new pools of such a cluster that mode by default,
+we set it explicitly). Not for Hugging Face sources: nothing else we run calls Google APIs, and a
+cluster kept from before stays usable as it is. `workload_identity_gap` says what a live cluster lacks.
+
 `--host-maintenance-interval=PERIODIC` exists only in v1beta1 (reference/gke.md section 0.1), so
 `node_pool_v1beta1_body` returns the REST JSON body of the same node pool with
 `config.hostMaintenancePolicy.maintenanceInterval` added, to POST to `node_pool_v1beta1_path`.
@@ -57,6 +65,48 @@ def node_pool_path(spec: StackSpec) -> str:
     return f"{cluster_path(spec)}/nodePools/{spec.gpu_pool.name}"
 
 
+def needs_workload_identity(spec: StackSpec) -> bool:
+    """True when the stack's pods reach Google APIs as their Kubernetes service account (a gs:// model)."""
+    return spec.serving.model_source.startswith("gs://")
+
+
+def workload_pool(spec: StackSpec) -> str:
+    """The cluster's Workload Identity pool: always `PROJECT_ID.svc.id.goog` on GKE."""
+    return f"{spec.cluster.project}.svc.id.goog"
+
+
+def workload_identity_gap(spec: StackSpec, cluster: T.Cluster) -> str | None:
+    """What the live `cluster` lacks for the stack's Workload Identity, with the commands that add it;
+    None when nothing is missing (or the stack does not need it). Pure."""
+    if not needs_workload_identity(spec):
+        return None
+    c, pool = spec.cluster, workload_pool(spec)
+    where = f"--location={c.location} --project={c.project}"
+    have = cluster.workload_identity_config.workload_pool
+    if have != pool:
+        return (f"cluster {c.name!r} has no Workload Identity (workloadIdentityConfig.workloadPool is "
+                f"{have or 'unset'}, {pool!r} wanted), which serving.model_source {spec.serving.model_source!r} "
+                f"needs to read the bucket. Enable it: `gcloud container clusters update {c.name} {where} "
+                f"--workload-pool={pool}`, then `gcloud container node-pools update {DEFAULT_POOL_NAME} "
+                f"--cluster={c.name} {where} --workload-metadata=GKE_METADATA` (recreates the CPU node); or "
+                "delete the cluster (teardown with delete_cluster_too) so the next spin-up creates it with it")
+    mode = T.WorkloadMetadataConfig.Mode
+    lacking = [p.name for p in cluster.node_pools if p.config.workload_metadata_config.mode != mode.GKE_METADATA]
+    if lacking:
+        return (f"node pool(s) {lacking} of cluster {c.name!r} do not use the GKE metadata server "
+                f"(workloadMetadataConfig.mode GKE_METADATA), so pods there cannot act as their Kubernetes "
+                f"service account to read {spec.serving.model_source!r}. Run `gcloud container node-pools "
+                f"update {lacking[0]} --cluster={c.name} {where} --workload-metadata=GKE_METADATA` "
+                "(recreates its nodes)")
+    return None
+
+
+def _workload_metadata(spec: StackSpec) -> T.WorkloadMetadataConfig | None:
+    if not needs_workload_identity(spec):
+        return None
+    return T.WorkloadMetadataConfig(mode=T.WorkloadMetadataConfig.Mode.GKE_METADATA)
+
+
 def create_cluster_request(spec: StackSpec, *, lease_expiry_epoch_s: int | None = None,
                            run_id: str | None = None) -> T.CreateClusterRequest:
     """Return the request of `gcloud container clusters create` with the guide's flags (pure)."""
@@ -64,7 +114,8 @@ def create_cluster_request(spec: StackSpec, *, lease_expiry_epoch_s: int | None 
     gcfs = T.GcfsConfig(enabled=True) if c.image_streaming else None
     default_pool = T.NodePool(
         name=DEFAULT_POOL_NAME, initial_node_count=c.node_count,
-        config=T.NodeConfig(machine_type=c.machine_type, oauth_scopes=GKE_DEFAULT_SCOPES, gcfs_config=gcfs),
+        config=T.NodeConfig(machine_type=c.machine_type, oauth_scopes=GKE_DEFAULT_SCOPES, gcfs_config=gcfs,
+                            workload_metadata_config=_workload_metadata(spec)),
         management=T.NodeManagement(auto_repair=True, auto_upgrade=True),
         upgrade_settings=T.NodePool.UpgradeSettings(max_surge=SURGE_NODES))
     cluster = T.Cluster(
@@ -76,6 +127,8 @@ def create_cluster_request(spec: StackSpec, *, lease_expiry_epoch_s: int | None 
     if gcfs is not None:
         cluster.node_pool_defaults = T.NodePoolDefaults(
             node_config_defaults=T.NodeConfigDefaults(gcfs_config=gcfs))
+    if needs_workload_identity(spec):
+        cluster.workload_identity_config = T.WorkloadIdentityConfig(workload_pool=workload_pool(spec))
     if c.release_channel is not None:
         cluster.release_channel = T.ReleaseChannel(channel=T.ReleaseChannel.Channel[c.release_channel])
     if c.cluster_version is not None:
@@ -106,7 +159,8 @@ def create_node_pool_request(spec: StackSpec, *, zone: str | None = None,
             gpu_driver_installation_config=T.GPUDriverInstallationConfig(
                 gpu_driver_version=_DRIVER[pool.gpu_driver_version]))],
         oauth_scopes=GKE_DEFAULT_SCOPES,
-        resource_labels=owner_labels(spec.name, lease_expiry_epoch_s=lease_expiry_epoch_s, run_id=run_id))
+        resource_labels=owner_labels(spec.name, lease_expiry_epoch_s=lease_expiry_epoch_s, run_id=run_id),
+        workload_metadata_config=_workload_metadata(spec))
     if spec.cluster.image_streaming:
         config.gcfs_config = T.GcfsConfig(enabled=True)  # gcloud inherits it; explicit is equal
     if pool.gvnic:

@@ -13,7 +13,7 @@ from typing import Any
 
 from sandbox.clock import ScaledClock
 from sandbox.faults import Faults
-from sandbox.gke import catalog, errors, resources, wire
+from sandbox.gke import catalog, errors, identity, resources, wire
 from sandbox.gke.billing import Meter
 from sandbox.gke.operations import Lifecycle
 from sandbox.gke.state import ClusterRecord, GkeState, PoolRecord
@@ -47,8 +47,10 @@ class GkeService:
         request = wire.parse_request(version, "CreateClusterRequest", body)
         spec = wire.to_stored(request.cluster)
         catalog.check_name("cluster.name", spec.get("name", ""))
+        identity.check_cluster(project, spec)
         zones = spec.get("locations") or catalog.default_zones(location)
-        pools = [self._pool_record(f"cluster.nodePools[{i}]", project, location, spec["name"], p, zones)
+        pools = [self._pool_record(f"cluster.nodePools[{i}]", project, location, spec["name"],
+                                   identity.node_pool_config(spec, p, f"cluster.nodePools[{i}]"), zones)
                  for i, p in enumerate(_initial_pools(spec))]
         ref = ClusterRef(project, location, spec["name"])
         with self.state.lock:
@@ -103,6 +105,7 @@ class GkeService:
         spec = wire.to_stored(request.node_pool)
         with self.state.lock:
             cluster = self._cluster(project, location, cluster_name)
+            spec = identity.node_pool_config(cluster.resource, spec, "nodePool")
             pool = self._pool_record("nodePool", project, location, cluster_name, spec,
                                      cluster.resource["locations"])
             if pool.name in cluster.pools:
