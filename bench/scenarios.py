@@ -62,7 +62,10 @@ BOUNDARIES: dict[str, Callable[[Any, StackSpec], bool]] = {
 UP_BOUNDARIES = ("cluster-creating", "pool-creating", "operator-applied", "rayservice-applied", "model-loading")
 DOWN_BOUNDARIES = ("rayservice-deleting", "pool-deleting")
 
-_STALL = {"kind": "stalled_download"}
+# The fault fires when the download starts; stalling at once (at_fraction 0, the disk never grows)
+# makes the delay column the stall-to-teardown time. A stall mid-download (the sandbox's default 0.4)
+# is timed from the stall itself in tests/e2e/test_download_stall_spin_up.py.
+_STALL = {"kind": "stalled_download", "at_fraction": 0.0}
 
 
 def _k8s(kind: str, **params: Any) -> dict[str, Any]:
@@ -98,7 +101,8 @@ def all_scenarios() -> list[Scenario]:
                                                           "limit": 0},))]
     for kind in ("image_pull_backoff", "crashloop", "oom_killed", "deploy_failed", "unschedulable",
                  "stalled_download", "operator_crashloop", "node_lost", "wrong_answer"):
-        out.append(Scenario(f"k8s-{kind}", "inline", faults=(_k8s(kind),), fast=kind == "oom_killed"))
+        fault = _STALL if kind == "stalled_download" else _k8s(kind)
+        out.append(Scenario(f"k8s-{kind}", "inline", faults=(fault,), fast=kind == "oom_killed"))
     for at in ("pool-creating", "model-loading"):
         out.append(Scenario(f"cancel@{at}", "cancel", at=at, fast=at == "model-loading"))
     out += [Scenario("two-spin-ups-at-once", "twice", fast=True),

@@ -98,6 +98,8 @@ class DiskWatch:
         self._grew_at: float | None = None
         self._flat_since: float | None = None
         self.flat_s: float | None = None      # at the last reading: seconds without growth, replica placed
+        self.grown_gb: float | None = None    # at the last reading: growth since the lowest reading (this pod)
+        self._lowest_gb: float | None = None
 
     def update(self, used_gb: float | None, *, placed: bool = True) -> DiskTrend | None:
         """Record a reading; return the trend (None without a reading). `placed`: the replica is in its
@@ -112,6 +114,8 @@ class DiskWatch:
         if grew or shrank or not placed or self._flat_since is None:
             self._flat_since = now
         self.flat_s = now - self._flat_since
+        self._lowest_gb = used_gb if self._lowest_gb is None or shrank else min(self._lowest_gb, used_gb)
+        self.grown_gb = used_gb - self._lowest_gb
         if self._last_gb is None or grew or shrank:
             self._last_gb = used_gb
         if self._grew_at is None:
@@ -119,11 +123,13 @@ class DiskWatch:
         return DiskTrend(used_gb, now - self._grew_at < self.flat_after_s)
 
 
-def stall_message(*, disk_gb: float, flat_s: float, limit_s: float, deployment: str, source: str | None) -> str:
+def stall_message(*, disk_gb: float, grown_gb: float | None, flat_s: float, limit_s: float, deployment: str,
+                  source: str | None) -> str:
     """Say that the weight download stalled, where it stands, and what to check."""
     what = f"model_source {source!r}" if source else "the model's weights"
+    grown = "" if grown_gb is None else f"; {grown_gb:.0f} GB of it written while the wait watched"
     return (f"weight download of {what} stalled at {disk_gb:.0f} GB used on the fullest Ray worker's disk "
-            f"(image included): no growth for {flat_s:.0f}s (timeouts.download_stall_s {limit_s:.0f}s) while "
+            f"(image included{grown}): no growth for {flat_s:.0f}s (timeouts.download_stall_s {limit_s:.0f}s) while "
             f"the workers' GPUs stay idle and {deployment} is still initializing; check the Hugging Face "
             "token (Secret serving.hf_token_secret_name) and Hugging Face rate limits, the bucket's read "
             "permission for the GPU nodes' service account if model_source is gs://, and the GPU nodes' "

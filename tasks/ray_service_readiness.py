@@ -74,6 +74,7 @@ class Observation:
     disk: DiskTrend | None = None         # the Ray workers' disks (the weight download), when known
     gpu_used_gb: float | None = None      # memory used on the workers' busiest GPU, when known
     disk_flat_s: float | None = None      # how long the disk has not grown while the replica initializes
+    disk_grown_gb: float | None = None    # how much the disk grew while watched (the download so far)
     download_stall_s: float | None = None  # flat that long with idle GPUs: a stalled download (None: off)
 
 
@@ -265,8 +266,8 @@ def _stalled_download(rs: Obj, obs: Observation) -> str | None:
     deployments = [f"Serve deployment {d!r}" for app in _current_apps(rs.get("status") or {}).values()
                    for d, dep in (app.get("serveDeploymentStatuses") or {}).items()
                    if INIT_WORDS in (dep.get("message") or "")]
-    return stall_message(disk_gb=obs.disk.used_gb, flat_s=obs.disk_flat_s, limit_s=obs.download_stall_s,
-                         deployment=deployments[0], source=_model_source(rs))
+    return stall_message(disk_gb=obs.disk.used_gb, grown_gb=obs.disk_grown_gb, flat_s=obs.disk_flat_s,
+                         limit_s=obs.download_stall_s, deployment=deployments[0], source=_model_source(rs))
 
 
 def _model_source(rs: Obj) -> str | None:

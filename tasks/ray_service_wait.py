@@ -145,7 +145,8 @@ def observe(kube: KubeApi, namespace: str, name: str, *, capacity_coming: Callab
         if reading is not None:
             trend = disk_watch.update(reading.disk_used_gb, placed=replica_initializing(rs))
             obs = Observation(rs, pods, events, disk=trend, gpu_used_gb=reading.gpu_used_gb,
-                              disk_flat_s=disk_watch.flat_s, download_stall_s=download_stall_s)
+                              disk_flat_s=disk_watch.flat_s, disk_grown_gb=disk_watch.grown_gb,
+                              download_stall_s=download_stall_s)
     return obs, listed.resource_version
 
 

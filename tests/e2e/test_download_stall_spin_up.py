@@ -9,6 +9,8 @@ weights. The teardown's start is the first delete of one of our resources in the
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bench import measure
@@ -50,6 +52,10 @@ def test_a_stalled_download_fails_the_spin_up_with_the_stall_message_and_leaves_
 
     assert state.is_failed()
     assert "[weight-download]" in state.message and "stalled at 286 GB" in state.message, state.message
+    # The wait reads the disk from the download's start, every 30 s at most (21 GB at 700 MB/s; more
+    # when a busy machine delays a look): it saw most of the 275 GB written before the stall.
+    written = re.search(r"; (\d+) GB of it written while the wait watched\)", state.message)
+    assert written and 150 <= int(written.group(1)) <= 276, state.message
     assert "Hugging Face token" in state.message and "egress" in state.message
     inventory = sandbox.inventory()
     assert measure.gpu_vms_running(inventory) == [] and measure.leaked_gpu_node_seconds(inventory) == 0

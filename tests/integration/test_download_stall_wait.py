@@ -8,6 +8,8 @@ passed), and the failure's time from the sandbox clock, so the bound is on simul
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from blocks.errors import RolloutFailed
@@ -62,6 +64,8 @@ def test_a_stalled_download_fails_the_wait_with_the_stall_message_within_the_lim
     stalled_at = run.replica_at + run.stall_fraction * run.nominal_download_s
     message = str(failure.value)
     assert "[weight-download]" in message and "stalled at 286 GB" in message   # 10.5 GB image + 0.4 x 688
+    written = re.search(r"; (\d+) GB of it written while the wait watched\)", message)
+    assert written and int(written.group(1)) <= 276                     # the download seen from the first look
     assert "Hugging Face token" in message and "egress" in message and "bucket" in message
     assert STALL_S <= failed_at - stalled_at <= STALL_S + SLACK_S, failed_at - stalled_at
 

@@ -33,10 +33,11 @@ def loading(message=INIT, config=CONFIG):
     return rs
 
 
-def look(rs=None, *, disk=285.4, growing=False, flat_s=600.0, gpu=0.0, stall_s=600.0):
+def look(rs=None, *, disk=285.4, growing=False, flat_s=600.0, gpu=0.0, stall_s=600.0, grown=274.9):
     trend = None if disk is None else DiskTrend(disk, growing)
     return classify_ray_service(Observation(rs or loading(), [head_pod(), worker(1), worker(2)], disk=trend,
-                                            gpu_used_gb=gpu, disk_flat_s=flat_s, download_stall_s=stall_s))
+                                            gpu_used_gb=gpu, disk_flat_s=flat_s, disk_grown_gb=grown,
+                                            download_stall_s=stall_s))
 
 
 def test_a_disk_flat_for_the_limit_with_idle_gpus_is_a_fatal_stall_saying_where_how_long_and_what_to_check():
@@ -44,11 +45,17 @@ def test_a_disk_flat_for_the_limit_with_idle_gpus_is_a_fatal_stall_saying_where_
     assert c.look.state is State.FATAL and c.phase is Phase.WEIGHT_DOWNLOAD
     detail = c.look.detail
     assert detail.startswith("RayService deepseek-r1: weight download of model_source 'deepseek-ai/DeepSeek-R1' "
-                             "stalled at 285 GB")
+                             "stalled at 285 GB used on the fullest Ray worker's disk (image included; 275 GB of it "
+                             "written while the wait watched)")
     assert "no growth for 600s (timeouts.download_stall_s 600s)" in detail
     assert "Serve deployment 'LLMServer:deepseek' is still initializing" in detail
     for hint in ("Hugging Face token", "rate limits", "bucket's read permission", "egress"):
         assert hint in detail
+
+
+def test_a_download_that_never_started_says_nothing_was_written():
+    detail = look(disk=10.5, grown=0.0).look.detail
+    assert "stalled at 10 GB" in detail and "0 GB of it written while the wait watched" in detail
 
 
 def test_a_stall_not_yet_at_the_limit_is_progress_in_weight_download():
@@ -113,6 +120,7 @@ def test_the_flat_time_counts_from_the_last_growth_while_the_replica_is_placed()
     clock.now = 630
     watch.update(30.2)
     assert watch.flat_s == 600                                # below the 0.5 GB noise threshold: flat
+    assert watch.grown_gb == pytest.approx(19.7)              # written since the first look
 
 
 def test_a_slow_download_accumulates_growth_across_looks_and_never_stays_flat_for_long():
@@ -141,7 +149,7 @@ def test_the_flat_time_restarts_while_the_replica_is_not_placed_and_when_the_dis
     assert watch.flat_s == 300
     clock.now = 1400
     watch.update(5.0)
-    assert watch.flat_s == 0                                  # a fresh pod: the download starts over
+    assert watch.flat_s == 0 and watch.grown_gb == 0          # a fresh pod: the download starts over
 
 
 # -- reading the dashboard's node summary ------------------------------------------------------------
