@@ -18,7 +18,7 @@ from deployments.events import MODEL_PUBLISHED, stack_resource_id
 
 # Deployment names, as `<flow name>/<deployment name>` in the UI and CLI.
 SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE, SWEEP = "spin-up", "spin-down", "after-crash", "on-change", "sweep"
-SPIN_UP_FLOW = "serve-llm"
+SPIN_UP_FLOW, SPIN_DOWN_FLOW = "serve-llm", "teardown-llm"
 
 # Weekday working hours by default; the timezone is the stack's (lifecycle.schedule_timezone).
 SPIN_UP_CRON, SPIN_DOWN_CRON = "0 8 * * 1-5", "0 20 * * 1-5"
@@ -87,6 +87,29 @@ def crash_chain_trigger() -> dict[str, Any]:
     }
 
 
+def crashed_spin_down_trigger() -> dict[str, Any]:
+    """Run the spin-down again when its run Crashed (its host died mid-teardown, GPU nodes may bill).
+
+    Nothing else would: the janitor judges the resources by the labels of the spin-up run, which
+    Completed. Crashed only: a Failed spin-down already tried every step and said what is left. It
+    cannot loop: the rerun is an after-crash run, which this trigger does not match.
+    """
+    return {
+        "type": "event",
+        "name": "rerun-crashed-spin-down",
+        "enabled": True,
+        "expect": ["prefect.flow-run.Crashed"],
+        "match": {"prefect.resource.id": "prefect.flow-run.*"},
+        "match_related": [{"prefect.resource.role": "flow", "prefect.resource.name": SPIN_DOWN_FLOW},
+                          {"prefect.resource.role": "deployment", "prefect.resource.name": SPIN_DOWN}],
+        "parameters": {
+            "stack": _jinja_json("{{ flow_run.parameters.stack | tojson }}"),
+            "delete_cluster_too": _jinja_json("{{ flow_run.parameters.delete_cluster_too | default(none) | tojson }}"),
+            "reason": "spin-down run {{ flow_run.name }} ended Crashed",
+        },
+    }
+
+
 def block_updated_trigger(block_name: str) -> dict[str, Any]:
     """Redeploy when the stack's serving Block is saved again (the new spec is read at run time)."""
     return {
@@ -135,10 +158,10 @@ def deployment_catalog(target: StackTarget) -> list[DeploymentDef]:
                       {"stack": stack, "reason": "weekday spin-down schedule"},
                       schedules=[{"cron": SPIN_DOWN_CRON, "timezone": tz, "active": True}]),
         DeploymentDef(AFTER_CRASH, "flows/spin_down.py:teardown_llm",
-                      "Tear down the stack of a spin-up run that crashed, failed or timed out "
-                      "(started by an event trigger; needs no surviving process).",
+                      "Tear down the stack of a spin-up run that crashed, failed or timed out, or of a "
+                      "spin-down that crashed (started by event triggers; needs no surviving process).",
                       {"stack": stack, "reason": "spin-up crashed"},
-                      triggers=[crash_chain_trigger()]),
+                      triggers=[crash_chain_trigger(), crashed_spin_down_trigger()]),
         DeploymentDef(ON_CHANGE, "flows/redeploy.py:redeploy_llm",
                       "Apply a changed serving spec: on a serving Block update, or when a "
                       f"{MODEL_PUBLISHED} event names a new model source.",

@@ -107,11 +107,19 @@ def test_lifecycle_deployments_wait_for_each_other_and_the_weekday_schedules_are
 
 
 def test_the_crash_chain_passes_the_crashed_runs_stack_and_fires_on_crashed_failed_and_timed_out():
-    (trigger,) = DEPLOYMENTS[AFTER_CRASH]["triggers"]
+    trigger, _ = DEPLOYMENTS[AFTER_CRASH]["triggers"]
     assert set(trigger["expect"]) == {"prefect.flow-run.Crashed", "prefect.flow-run.Failed",
                                       "prefect.flow-run.TimedOut"}
     assert trigger["parameters"]["stack"]["value"]["template"] == "{{ flow_run.parameters.stack | tojson }}"
     assert {"prefect.resource.role": "deployment", "prefect.resource.name": SPIN_UP} in trigger["match_related"]
+
+
+def test_a_crashed_spin_down_is_run_again_by_the_after_crash_deployment_and_cannot_loop():
+    _, trigger = DEPLOYMENTS[AFTER_CRASH]["triggers"]
+    assert trigger["expect"] == ["prefect.flow-run.Crashed"]
+    assert {"prefect.resource.role": "deployment", "prefect.resource.name": "spin-down"} in trigger["match_related"]
+    assert AFTER_CRASH not in {m["prefect.resource.name"] for m in trigger["match_related"]}
+    assert set(trigger["parameters"]) == {"stack", "delete_cluster_too", "reason"}   # no after_run: no keep
 
 
 def test_event_templates_only_use_payload_keys_of_the_documented_contract():
