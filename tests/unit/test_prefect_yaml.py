@@ -174,3 +174,25 @@ def test_serve_from_a_stack_file_targets_the_file_by_absolute_path_without_a_blo
     assert (target.name, target.timezone, target.block_name) == ("deepseek-r1", "UTC", None)
     redeploy = next(d for d in build_deployments(target) if d.name == ON_CHANGE)
     assert [t.expect for t in redeploy.triggers] == [{"gke-llm-flows.model.published"}]
+
+
+@pytest.mark.parametrize("passed, expected", [({}, None), ({"delete_cluster_too": True}, True)])
+def test_the_crashed_spin_down_rerun_renders_the_runs_stack_and_cluster_choice(passed, expected):
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.server.events.actions import RunDeployment
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    from flows.spin_down import teardown_llm
+
+    _, trigger = DEPLOYMENTS[AFTER_CRASH]["triggers"]
+    params = dict(trigger["parameters"])
+    RunDeployment._upgrade_v1_templates(params)
+    crashed = FlowRun(name="brave-otter", flow_id=uuid4(),
+                      parameters={"stack": {"block_name": "my-stack"}, "reason": "weekday spin-down schedule", **passed})
+    rendered = hydrate(params, HydrationContext(raise_on_error=True, render_jinja=True,
+                                                jinja_context={"flow_run": crashed}))
+    assert rendered == {"stack": {"block_name": "my-stack"}, "delete_cluster_too": expected,
+                        "reason": "spin-down run brave-otter ended Crashed"}
+    assert teardown_llm.validate_parameters(rendered)["delete_cluster_too"] is expected
