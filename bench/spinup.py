@@ -15,14 +15,18 @@ Variants, each on its own cluster so they can run side by side on the one simula
 Prints a table, then the last line:
 `cold_ratio=X warm_ratio=X cold_staged_ratio=X warm_staged_ratio=X gpu_node_minutes_ratio=X overhead_pct=X
 fatal_to_teardown_s=X api_requests_per_min=X`. Writes `bench/out/spinup.png` (and `--readme-chart`).
-Known distortion: real CPU time in the flow process (Prefect API calls, server-side apply of the
-1 MB CRDs) counts as simulated time times the scale; the overhead column includes it.
+Known distortion: real CPU time in the one process (Prefect API calls, the sandbox's API servers and
+controllers, Python's garbage collector walking all of it) counts as simulated time times the scale;
+the overhead column includes it, and the CPU s / GC s columns say how much there was. Full garbage
+collections are kept short by freezing the heap between variants (`quiet_gc`). After the table, a
+ledger splits each run along the critical path's segments, modelled against measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextvars
+import gc
 import os
 import tempfile
 import threading
@@ -35,7 +39,9 @@ import yaml
 
 from bench.spinup_measure import (
     Variant,
+    critical_path_parts,
     critical_path_s,
+    ledger_table,
     pool_gpu_node_s,
     requests_per_min,
     summary_line,
@@ -96,12 +102,15 @@ class Bench:
 
         v, start, billed0 = Variant("guide (baseline)"), self.sim_s(), self.billed("guide")
         offset = self.clock.time() - start
-        run = replay_guide(self.specs["guide"], gke_url=self.sandbox.gke_url, clock=self.clock)
+        with Milestones(self.sandbox, self.specs["guide"]) as seen:
+            run = replay_guide(self.specs["guide"], gke_url=self.sandbox.gke_url, clock=self.clock)
         end = self.sim_s()
+        v.milestones = seen.relative_to(start)
         v.ok, v.seconds, v.gpu_node_s = run.ok, end - start, self.billed("guide") - billed0
         v.phases = [(n, a - offset - start, b - offset - start) for n, a, b in run.phases]
         load = next(p for p in v.phases if p[0] == "model-load")
         v.api_requests_per_min = self.api_rate("guide", start + load[1], start + load[2])
+        v.chain = critical_path_parts(self.sandbox.profile, size_gb=self.size_gb, warm=False, staged=False)
         v.critical_path_s = critical_path_s(self.sandbox.profile, size_gb=self.size_gb, warm=False, staged=False)
         return v
 
@@ -111,9 +120,11 @@ class Bench:
 
         v, start, billed0 = Variant(name), self.sim_s(), self.billed(stack)
         offset = self.clock.time() - start
-        state = serve_llm(stack=StackRef(file=str(self.files[stack])), return_state=True)
+        with ProcessMeter() as meter, Milestones(self.sandbox, self.specs[stack]) as seen:
+            state = serve_llm(stack=StackRef(file=str(self.files[stack])), return_state=True)
         end, billed1 = self.sim_s(), self.billed(stack)
-        v.ok = state.is_completed()
+        v.ok, v.cpu_s, v.gc_s = state.is_completed(), meter.cpu_s, meter.gc_s
+        v.chain = critical_path_parts(self.sandbox.profile, size_gb=self.size_gb, warm=warm, staged=staged)
         v.critical_path_s = critical_path_s(self.sandbox.profile, size_gb=self.size_gb, warm=warm, staged=staged)
         if not v.ok:
             v.seconds, v.gpu_node_s, v.note = end - start, billed1 - billed0, (state.message or "")[:200]
@@ -124,6 +135,7 @@ class Bench:
         flow_start = float(result["started_at_s"]) - offset
         answer = flow_start + float(result["ready_after_s"])
         v.seconds, v.start_lag_s = answer - flow_start, flow_start - start
+        v.milestones = seen.relative_to(flow_start)
         v.gpu_node_s = billed1 - billed0 - self.gpu_vms(stack) * max(0.0, end - answer)
         v.phases = [(r["phase"], r["start_s"], r["start_s"] + (r["duration_s"] or 0)) for r in result["timeline"]]
         load = next((p for p in v.phases if p[0] == "model-load"), (None, 0.0, v.seconds))
@@ -192,6 +204,95 @@ def prewarm() -> None:
     flow(name="bench-prewarm")(lambda: None)()
 
 
+def quiet_gc() -> None:
+    """Collect, then freeze what is left out of the garbage collector's sight.
+
+    The sandbox lives in this process: API servers, controllers and stores holding each cluster's
+    1 MB CRDs and object history. A full collection walks all of it with the interpreter held:
+    0.2-0.8 wall s here, 20-70 simulated s at 90x, about every 90 simulated s, stalling the flow and
+    the sandbox's timers alike. A real flow process holds none of it. Frozen objects are never
+    collected (none of them is garbage: just collected); objects created later still are, and what
+    collection remains is measured per variant (`ProcessMeter`, the GC s column).
+    """
+    gc.collect()
+    gc.freeze()
+
+
+class ProcessMeter:
+    """Process CPU seconds and garbage-collection pause seconds (wall) while the block runs."""
+
+    def __enter__(self) -> ProcessMeter:
+        self.cpu_s = self.gc_s = 0.0
+        self._cpu0, self._gc_start = time.process_time(), None
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif self._gc_start is not None:
+            self.gc_s += time.perf_counter() - self._gc_start
+            self._gc_start = None
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+        self.cpu_s = time.process_time() - self._cpu0
+
+
+class Milestones:
+    """The sandbox-clock second at which one stack's run first showed each milestone of the critical
+    path: its GPU pool's create request, all its GPU nodes allocatable, its RayService Ready."""
+
+    def __init__(self, sandbox, spec):
+        from sandbox.hooks import ClusterRef
+
+        self.sandbox, self.spec, self.seen = sandbox, spec, {}
+        self.ref = ClusterRef(spec.cluster.project, spec.cluster.location, spec.cluster.name)
+        self.start_s, self._gpu_nodes = sandbox.clock.elapsed_s(), set()
+        self._stop, self._unsubscribe = threading.Event(), None
+
+    def __enter__(self) -> Milestones:
+        threading.Thread(target=self._attach, name="bench-milestones", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        path = f"/clusters/{self.spec.cluster.name}/nodePools"
+        posts = [r["elapsed_s"] for r in self.sandbox.requests() if r["method"] == "POST"
+                 and r["path"].endswith(path) and r["elapsed_s"] >= self.start_s]
+        if posts:
+            self.seen["pool_requested"] = min(posts)
+
+    def relative_to(self, origin_s: float) -> dict[str, float]:
+        return {k: t - origin_s for k, t in self.seen.items()}
+
+    def _attach(self) -> None:
+        """Subscribe to the cluster's store as soon as it exists (a cold run creates it)."""
+        while not self._stop.is_set():
+            kube = self.sandbox.hooks.get(self.ref)
+            if kube is not None:
+                self._unsubscribe = kube.ctx.store.subscribe(self._on_event)
+                return
+            time.sleep(0.01)
+
+    def _on_event(self, event) -> None:
+        """Called inside the store's write path: look at a few fields, nothing more."""
+        kind, obj, now = event.resource[1], event.object, self.sandbox.clock.elapsed_s()
+        meta = obj.get("metadata") or {}
+        if kind == "nodes" and (meta.get("labels") or {}).get("cloud.google.com/gke-nodepool") \
+                == self.spec.gpu_pool.name and ((obj.get("status") or {}).get("allocatable") or {}).get(
+                "nvidia.com/gpu", "0") != "0":
+            self._gpu_nodes.add(meta.get("name"))
+            if len(self._gpu_nodes) >= self.spec.gpu_pool.node_count:
+                self.seen.setdefault("gpus_allocatable", now)
+        elif kind == "rayservices" and meta.get("name") == self.spec.serving.ray_service_name and any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (obj.get("status") or {}).get("conditions") or []):
+            self.seen.setdefault("ray_service_ready", now)
+
+
 def in_parallel(*jobs: Callable[[], Any]) -> list[Any]:
     """Run `jobs` in threads (each with a copy of the Prefect context); return their results in order."""
     results: list[Any] = [None] * len(jobs)
@@ -224,18 +325,25 @@ def run_benchmark(time_scale: float) -> tuple[list[Variant], float | None, list[
         os.environ[TIME_SCALE_ENV] = sandbox.flows_clock_env()
         prewarm()
         b = Bench(sandbox, Path(tmp))
+        quiet_gc()
         # The guide replay and the one-time staging are light; our timed runs go one at a time so that
         # they do not share the process's CPU (at 90x a wall second of contention is 1.5 simulated min).
         guide, cold, _ = in_parallel(b.guide, lambda: b.ours("ours cold", "bench-hf", warm=False, staged=False),
                                      b.stage)
         b.keep_cluster_teardown("bench-hf")
+        quiet_gc()
         warm = b.ours("ours warm", "bench-hf", warm=True, staged=False)
         b.keep_cluster_teardown("bench-hf")
+        quiet_gc()
         cold_staged = b.ours("ours cold staged", "bench-gcs", warm=False, staged=True)
         b.keep_cluster_teardown("bench-gcs")
+        quiet_gc()
         warm_staged = b.ours("ours warm staged", "bench-gcs", warm=True, staged=True)
         b.keep_cluster_teardown("bench-gcs")
-        fatal = [b.fatal("head"), b.fatal("worker")]
+        fatal = []
+        for node_type in ("head", "worker"):
+            quiet_gc()
+            fatal.append(b.fatal(node_type))
         worst = None if None in fatal else max(fatal)
         return [guide, cold, warm, cold_staged, warm_staged], worst, b.notes
 
@@ -256,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nspin-up benchmark: realistic profile at {args.time_scale:g}x, {time.monotonic() - wall:.0f} s wall; "
           "figures are simulated minutes")
     print(table(variants))
+    print(ledger_table(variants))
     for note in notes + [f"{v.name}: {v.note}" for v in variants if v.note]:
         print(f"note: {note}")
     print(f"chart: {OUT / 'spinup.png'}")
