@@ -46,6 +46,7 @@ from blocks.spec import StackSpec
 from deployments.setup import MIN_WINDOW_HEARTBEATS, ZOMBIE_AUTOMATION, zombie_automation
 from flows.demo import demo_stack_file, still_billing
 from flows.janitor import janitor
+from flows.locks import stack_lock
 from flows.stack_ref import StackRef
 from sandbox.app import Sandbox
 from sandbox.hooks import ClusterRef
@@ -305,6 +306,35 @@ def test_a_healthy_run_of_a_flow_that_is_not_ours_is_never_marked_crashed(killed
     time.sleep(max(0.0, (first - datetime.now(timezone.utc)).total_seconds() + CRASHED_WITHIN_S - 25))
     assert killed.foreign.poll() is None, "the foreign flow's process ended"
     assert read_run(run.id).state_type.value == "RUNNING"
+
+
+def test_a_spin_down_whose_process_dies_is_run_again_by_the_after_crash_deployment(killed):
+    with get_client(sync_client=True) as client:
+        up = client.create_flow_run_from_deployment(deployment_id(SPIN_UP)).id
+    final_state(up, expect="COMPLETED", timeout_s=180, alive=killed.runner, log=killed.runner_log)
+    assert _billing(killed.sandbox, killed.chain_spec)
+
+    # Held here as by another lifecycle run of the stack: the spin-down waits for it, so its process
+    # is killed before it tore anything down, and the rerun waits for it too.
+    with stack_lock(killed.chain_spec.name, timeout_s=30):
+        with get_client(sync_client=True) as client:
+            down = client.create_flow_run_from_deployment(deployment_id(SPIN_DOWN)).id
+        wait_for("the spin-down waiting for the stack's lock", lambda: read_run(down).state_type.value == "RUNNING",
+                 timeout_s=60, alive=killed.runner, log=killed.runner_log)
+        pids = wait_for("the spin-down's process", lambda: run_processes(down), timeout_s=30)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        crashed = final_state(down, expect="CRASHED", timeout_s=60, alive=killed.runner, log=killed.runner_log)
+        reason = f"spin-down run {crashed.name} ended Crashed"
+        rerun = wait_for("the after-crash rerun", lambda: next(
+            (r for r in runs_of(AFTER_CRASH) if r.parameters.get("reason") == reason), None),
+            timeout_s=60, alive=killed.runner, log=killed.runner_log)
+        assert _billing(killed.sandbox, killed.chain_spec)           # nothing was torn down yet
+    rerun = final_state(rerun.id, expect="COMPLETED", timeout_s=120, alive=killed.runner, log=killed.runner_log)
+    assert rerun.created_by.type == "AUTOMATION"
+    assert rerun.parameters == {"stack": {"block_name": killed.block_name}, "delete_cluster_too": None,
+                                "reason": reason}
+    assert not _billing(killed.sandbox, killed.chain_spec)
 
 
 def test_the_sandbox_ends_with_nothing_billing_and_nothing_duplicated(killed):
