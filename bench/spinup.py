@@ -204,8 +204,8 @@ def prewarm() -> None:
     flow(name="bench-prewarm")(lambda: None)()
 
 
-def quiet_gc() -> None:
-    """Collect, then freeze what is left out of the garbage collector's sight.
+def quiet_gc(enabled: bool = True) -> None:
+    """Collect, then freeze what is left out of the garbage collector's sight (unless `--no-gc-freeze`).
 
     The sandbox lives in this process: API servers, controllers and stores holding each cluster's
     1 MB CRDs and object history. A full collection walks all of it with the interpreter held:
@@ -214,8 +214,9 @@ def quiet_gc() -> None:
     collected (none of them is garbage: just collected); objects created later still are, and what
     collection remains is measured per variant (`ProcessMeter`, the GC s column).
     """
-    gc.collect()
-    gc.freeze()
+    if enabled:
+        gc.collect()
+        gc.freeze()
 
 
 class ProcessMeter:
@@ -314,7 +315,7 @@ def in_parallel(*jobs: Callable[[], Any]) -> list[Any]:
     return results
 
 
-def run_benchmark(time_scale: float) -> tuple[list[Variant], float | None, list[str]]:
+def run_benchmark(time_scale: float, *, freeze_gc: bool = True) -> tuple[list[Variant], float | None, list[str]]:
     """The whole benchmark in one sandbox; returns the variants, fatal-to-teardown seconds, notes."""
     from bench.prefect_server import local_prefect_server
     from sandbox.app import Sandbox
@@ -325,24 +326,24 @@ def run_benchmark(time_scale: float) -> tuple[list[Variant], float | None, list[
         os.environ[TIME_SCALE_ENV] = sandbox.flows_clock_env()
         prewarm()
         b = Bench(sandbox, Path(tmp))
-        quiet_gc()
+        quiet_gc(freeze_gc)
         # The guide replay and the one-time staging are light; our timed runs go one at a time so that
         # they do not share the process's CPU (at 90x a wall second of contention is 1.5 simulated min).
         guide, cold, _ = in_parallel(b.guide, lambda: b.ours("ours cold", "bench-hf", warm=False, staged=False),
                                      b.stage)
         b.keep_cluster_teardown("bench-hf")
-        quiet_gc()
+        quiet_gc(freeze_gc)
         warm = b.ours("ours warm", "bench-hf", warm=True, staged=False)
         b.keep_cluster_teardown("bench-hf")
-        quiet_gc()
+        quiet_gc(freeze_gc)
         cold_staged = b.ours("ours cold staged", "bench-gcs", warm=False, staged=True)
         b.keep_cluster_teardown("bench-gcs")
-        quiet_gc()
+        quiet_gc(freeze_gc)
         warm_staged = b.ours("ours warm staged", "bench-gcs", warm=True, staged=True)
         b.keep_cluster_teardown("bench-gcs")
         fatal = []
         for node_type in ("head", "worker"):
-            quiet_gc()
+            quiet_gc(freeze_gc)
             fatal.append(b.fatal(node_type))
         worst = None if None in fatal else max(fatal)
         return [guide, cold, warm, cold_staged, warm_staged], worst, b.notes
@@ -352,9 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spinup", description=__doc__.splitlines()[0])
     parser.add_argument("--time-scale", type=float, default=90.0, help="simulated seconds per wall second")
     parser.add_argument("--readme-chart", action="store_true", help=f"also write {README_CHART}")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="leave Python's garbage collector as it is (shows the pauses it adds at this scale)")
     args = parser.parse_args(argv)
     wall = time.monotonic()
-    variants, fatal, notes = run_benchmark(args.time_scale)
+    variants, fatal, notes = run_benchmark(args.time_scale, freeze_gc=not args.no_gc_freeze)
     from bench.spinup_chart import draw_timeline
 
     OUT.mkdir(parents=True, exist_ok=True)
