@@ -21,7 +21,12 @@ SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE, SWEEP = "spin-up", "spin-down", "aft
 SPIN_UP_FLOW, SPIN_DOWN_FLOW = "serve-llm", "teardown-llm"
 
 # Weekday working hours by default; the timezone is the stack's (lifecycle.schedule_timezone).
-SPIN_UP_CRON, SPIN_DOWN_CRON = "0 8 * * 1-5", "0 20 * * 1-5"
+SPIN_UP_HOUR, SPIN_DOWN_HOUR = 8, 20
+SPIN_UP_CRON, SPIN_DOWN_CRON = f"0 {SPIN_UP_HOUR} * * 1-5", f"0 {SPIN_DOWN_HOUR} * * 1-5"
+# The spin-up deployment's lease: the working day plus an hour, so the janitor never takes a scheduled
+# stack down before its spin-down runs (the stack's default lease, 8 h, is for ad-hoc runs), yet still
+# does when that spin-down never comes.
+SCHEDULED_LEASE_S = (SPIN_DOWN_HOUR - SPIN_UP_HOUR + 1) * 3600
 JANITOR_EVERY_S = 300
 
 # The spin-up end states that start the teardown chain. Failed and TimedOut already run the flow's
@@ -151,7 +156,7 @@ def deployment_catalog(target: StackTarget) -> list[DeploymentDef]:
     return [
         DeploymentDef(SPIN_UP, "flows/spin_up.py:serve_llm",
                       "Spin the stack up and validate it: weekday mornings, or from the UI's run form.",
-                      {"stack": stack, "keep_on_failure": False},
+                      {"stack": stack, "keep_on_failure": False, "lease_s": SCHEDULED_LEASE_S},
                       schedules=[{"cron": SPIN_UP_CRON, "timezone": tz, "active": True}]),
         DeploymentDef(SPIN_DOWN, "flows/spin_down.py:teardown_llm",
                       "Tear the stack down on weekday evenings (the cluster stays unless the policy says).",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED
 from concurrent.futures import wait as wait_first
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -41,6 +41,8 @@ from tasks.validate_endpoint import ValidationReport, validate_llm_endpoint
 LOAD_LOOK_INTERVAL_S = 20.0
 # How long a spin-up waits (wall seconds) for another lifecycle run of the same stack to finish.
 LOCK_TIMEOUT_S = 3 * 3600
+# In the type, not in a Field default: Prefect enforces (and publishes) only the type's constraints.
+LeaseSeconds = Annotated[int, Field(strict=True, gt=0, le=30 * 24 * 3600)]
 
 
 @flow(name="serve-llm", on_failure=[tear_down_after], on_cancellation=[tear_down_after],
@@ -48,13 +50,19 @@ LOCK_TIMEOUT_S = 3 * 3600
 def serve_llm(stack: StackRef,
               keep_on_failure: bool = Field(
                   False, description="on failure keep what was created, for debugging (it keeps billing)"),
+              lease_s: LeaseSeconds | None = Field(
+                  None, description="seconds the janitor lets this spin-up live; None = the stack's "
+                                    "lifecycle.lease_s (the weekday schedule passes its working day)"),
               ) -> dict[str, Any]:
     """Spin up the stack's LLM endpoint and validate it. Idempotent: a rerun converges.
 
     Returns a summary (endpoint, answer, timeline, cost). Raises the first failure's error after
-    the teardown hook has run; the run ends Failed with that original error.
+    the teardown hook has run; the run ends Failed with that original error. A `lease_s` shorter
+    than a spin-up may take is refused (SpecError naming lifecycle.lease_s) before anything is created.
     """
     loaded, clock = load_stack(stack), clock_from_env()
+    if lease_s is not None:
+        loaded = LoadedStack(loaded.spec.updated({"lifecycle": {"lease_s": lease_s}}), loaded.gcp_credentials)
     spec = loaded.spec
     timeline = Timeline(clock)
     run_id = str(current_run.id) if current_run.id else None

@@ -11,6 +11,7 @@ from google.cloud import container_v1
 from prefect.client.orchestration import get_client
 from prefect.states import Crashed
 
+from blocks import labels as owner
 from flows.demo import still_billing
 from flows.janitor import janitor
 from flows.locks import stack_lock
@@ -18,7 +19,7 @@ from flows.spin_up import serve_llm
 from flows.stack_ref import StackRef, load_stack
 from tasks.capacity import ensure_gpu_capacity
 from tasks.clock import clock_from_env
-from tasks.cluster import ensure_cluster
+from tasks.cluster import cluster_ref, ensure_cluster
 from tasks.gateways.gke import GkeGateway
 from tasks.gke_credentials import gke_credentials
 
@@ -41,7 +42,10 @@ def _gke(stack: StackRef) -> GkeGateway:
 def test_the_janitor_reclaims_a_stack_past_its_lease_and_keeps_a_live_one(sandbox_stack):
     sandbox, stack = sandbox_stack
     _with_lifecycle(stack, lease_s=8 * 3600)
-    serve_llm(stack=stack)
+    started = clock_from_env().time()
+    serve_llm(stack=stack, lease_s=13 * 3600)            # as the weekday schedule passes its working day
+    labels = _gke(stack).get_cluster(cluster_ref(load_stack(stack).spec)).resource_labels
+    assert 13 * 3600 <= int(labels[owner.LEASE_EXPIRY_KEY]) - started < 14 * 3600   # not the stack's 8 h
 
     kept = janitor(stacks=[stack])
     assert [f["action"] for f in kept["findings"]] == ["kept"]

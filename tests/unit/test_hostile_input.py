@@ -154,6 +154,7 @@ def test_a_hostile_stack_reference_is_rejected_naming_its_field(field, value):
 
 FLOW_PARAMETERS = [
     (serve_llm, "stack", lambda v: {"block_name": v}), (serve_llm, "keep_on_failure", lambda v: v),
+    (serve_llm, "lease_s", lambda v: v),
     (teardown_llm, "reason", lambda v: v), (teardown_llm, "delete_cluster_too", lambda v: v),
     (teardown_llm, "stack", lambda v: {"file": v}),
     (redeploy_llm, "model_source", lambda v: v), (redeploy_llm, "reason", lambda v: v),
@@ -175,6 +176,8 @@ def test_a_hostile_flow_parameter_is_rejected_naming_it_before_the_run_starts(ca
         assert set(validated[name]) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/:-")
     if name == "reason":
         assert isinstance(validated[name], str) and len(validated[name]) <= 500
+    if name == "lease_s":
+        assert validated[name] is None or (type(validated[name]) is int and 0 < validated[name] <= 30 * 24 * 3600)
 
 
 def _render_trigger(payload: dict) -> dict:

@@ -196,3 +196,12 @@ def test_the_crashed_spin_down_rerun_renders_the_runs_stack_and_cluster_choice(p
     assert rendered == {"stack": {"block_name": "my-stack"}, "delete_cluster_too": expected,
                         "reason": "spin-down run brave-otter ended Crashed"}
     assert teardown_llm.validate_parameters(rendered)["delete_cluster_too"] is expected
+
+
+def test_the_scheduled_spin_up_lives_until_the_scheduled_spin_down_before_the_janitor_may_take_it():
+    from deployments.catalog import SPIN_DOWN
+
+    up_hour = int(DEPLOYMENTS[SPIN_UP]["schedules"][0]["cron"].split()[1])
+    down_hour = int(DEPLOYMENTS[SPIN_DOWN]["schedules"][0]["cron"].split()[1])
+    lease_s = DEPLOYMENTS[SPIN_UP]["parameters"]["lease_s"]
+    assert (down_hour - up_hour) * 3600 < lease_s <= (down_hour - up_hour + 2) * 3600
