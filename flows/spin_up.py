@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED
 from concurrent.futures import wait as wait_first
+from dataclasses import replace
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
@@ -62,7 +63,7 @@ def serve_llm(stack: StackRef,
     """
     loaded, clock = load_stack(stack), clock_from_env()
     if lease_s is not None:
-        loaded = LoadedStack(loaded.spec.updated({"lifecycle": {"lease_s": lease_s}}), loaded.gcp_credentials)
+        loaded = replace(loaded, spec=loaded.spec.updated({"lifecycle": {"lease_s": lease_s}}))
     spec = loaded.spec
     timeline = Timeline(clock)
     run_id = str(current_run.id) if current_run.id else None
