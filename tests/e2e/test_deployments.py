@@ -236,7 +236,7 @@ def served(prefect_server, tmp_path_factory) -> Iterator[Served]:
         block = ServingStackBlock.from_yaml(spec_file)
         block_name = f"e2e-{uuid.uuid4().hex[:8]}"
         block.save(block_name)
-        env = dict(prefect_server, PYTHONPATH=str(ROOT), PREFECT_RUNNER_POLL_FREQUENCY="2",
+        env = dict(prefect_server, PYTHONPATH=str(ROOT), PREFECT_RUNNER_POLL_FREQUENCY="1",
                    **{TIME_SCALE_ENV: ScaledClock(TIME_SCALE, anchor_epoch_s=sandbox.clock.anchor_epoch_s).to_env()})
         args = ["--block", block_name, "--spin-up-in", str(SPIN_UP_IN_S)]
         try:

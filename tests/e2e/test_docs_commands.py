@@ -24,8 +24,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.prefect_server import prefect_server_process
-
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
@@ -97,10 +95,9 @@ def test_the_failure_messages_the_operations_guide_quotes_are_in_the_code():
 
 
 @pytest.fixture(scope="module")
-def docs_prefect_server(tmp_path_factory):
+def docs_prefect_server(start_prefect_server):
     """A `prefect server start` for the docs' commands alone; yields the environment that targets it."""
-    with prefect_server_process(tmp_path_factory.mktemp("docs-prefect-home"),
-                                timeout_s=SERVER_START_TIMEOUT_S) as env:
+    with start_prefect_server("docs-prefect-home", timeout_s=SERVER_START_TIMEOUT_S) as env:
         yield env
 
 
