@@ -90,3 +90,34 @@ def event_object(event: Obj) -> str | None:
 def event_message(obj: Obj) -> str:
     """Return an Event's (or an object's status) message."""
     return obj.get("message") or obj.get("note") or (obj.get("status") or {}).get("message") or ""
+
+
+def gpu_request(pod: Obj) -> int:
+    """Return the GPUs the pod's containers ask for (limits, else requests; 0 when none)."""
+    total = 0
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        resources = container.get("resources") or {}
+        value = ((resources.get("limits") or {}).get(GPU_RESOURCE)
+                 or (resources.get("requests") or {}).get(GPU_RESOURCE) or 0)
+        try:
+            total += int(value)
+        except (TypeError, ValueError):
+            continue
+    return total
+
+
+def gpu_room(node: Obj, pods_on_node: list[Obj]) -> int:
+    """Return the node's allocatable GPUs that the unfinished pods bound to it do not request."""
+    busy = sum(gpu_request(p) for p in pods_on_node
+               if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+    return gpu_allocatable(node) - busy
+
+
+def has_gpu_room(pod: Obj, nodes: list[Obj], room: dict[str, int]) -> bool:
+    """True when a node in `room` (free GPUs by node name) matches the pod's nodeSelector and has the
+    GPUs it asks for: a scheduler refusal of the pod is then older than that room."""
+    need, wanted = gpu_request(pod), ((pod.get("spec") or {}).get("nodeSelector") or {})
+    by_name = {name_of(n): n for n in nodes}
+    return need > 0 and any(
+        free >= need and name in by_name and all(labels_of(by_name[name]).get(k) == v for k, v in wanted.items())
+        for name, free in room.items())

@@ -28,6 +28,7 @@ from tasks.kube_objects import (
     event_object,
     gpu_allocatable,
     gpu_nodes,
+    has_gpu_room,
     is_node_ready,
     is_pulling,
     is_unscheduled,
@@ -76,6 +77,7 @@ class Observation:
     disk_flat_s: float | None = None      # how long the disk has not grown while the replica initializes
     disk_grown_gb: float | None = None    # how much the disk grew while watched (the download so far)
     download_stall_s: float | None = None  # flat that long with idle GPUs: a stalled download (None: off)
+    gpu_room: dict[str, int] | None = None  # free GPUs by ready GPU node, read while a pod waits for one
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,8 @@ def _unschedulable_suspect(pods: list[Obj], obs: Observation) -> str | None:
     if coming:
         return None
     pod = stuck[0]
+    if obs.gpu_room and has_gpu_room(pod, obs.nodes, obs.gpu_room):
+        return None  # refused before the room appeared (driver ready, a pod left): kube-scheduler retries
     scheduled = condition((pod.get("status") or {}).get("conditions"), "PodScheduled") or {}
     return (f"pod {ns_name(pod)} is unschedulable ({short(scheduled.get('message')) or 'no message'}) "
             f"and no GPU capacity is coming: no GPU node is starting and no scale-up was triggered; "

@@ -23,6 +23,7 @@ from blocks.errors import RolloutFailed, TransientError, WaitTimedOut, only_tran
 from blocks.spec import StackSpec, TimeoutsSpec
 from tasks.clock import Clock, SystemClock
 from tasks.gateways.kube import EVENT, NODE, POD, RAY_SERVICE, KubeApi, KubeUnavailable, WatchExpired
+from tasks.kube_objects import gpu_allocatable, gpu_nodes, gpu_room, is_node_ready, is_unscheduled, name_of
 from tasks.ray_service_download import DiskWatch, read_workers
 from tasks.ray_service_progress import ProgressReport, artifact_key, run_logger
 from tasks.ray_service_readiness import (
@@ -139,7 +140,9 @@ def observe(kube: KubeApi, namespace: str, name: str, *, capacity_coming: Callab
     first = classify_ray_service(obs)
     if first.suspect or first.phase is Phase.GPU_NODES:
         coming = bool(capacity_coming()) if capacity_coming is not None else False
-        obs = Observation(rs, pods, events, kube.list(NODE).items, gpu_capacity_coming=coming)
+        nodes = kube.list(NODE).items
+        room = _gpu_room(kube, nodes) if any(is_unscheduled(p) for p in pods) else None
+        obs = Observation(rs, pods, events, nodes, gpu_capacity_coming=coming, gpu_room=room)
     elif disk_watch is not None and first.phase in (Phase.WEIGHT_DOWNLOAD, Phase.ENGINE_START):
         reading = read_workers(kube, namespace, clusters[-1])
         if reading is not None:
@@ -148,6 +151,17 @@ def observe(kube: KubeApi, namespace: str, name: str, *, capacity_coming: Callab
                               disk_flat_s=disk_watch.flat_s, disk_grown_gb=disk_watch.grown_gb,
                               download_stall_s=download_stall_s)
     return obs, listed.resource_version
+
+
+def _gpu_room(kube: KubeApi, nodes: list[dict]) -> dict[str, int]:
+    """Free GPUs of each ready GPU node: allocatable less what the pods bound there request (any
+    namespace: other teams' jobs take GPUs too)."""
+    room = {}
+    for node in gpu_nodes(nodes):
+        if is_node_ready(node) and gpu_allocatable(node) > 0:
+            bound = kube.list(POD, None, field_selector=f"spec.nodeName={name_of(node)}").items
+            room[name_of(node)] = gpu_room(node, bound)
+    return room
 
 
 def _wait_for_change(kube: KubeApi, namespace: str, name: str, resource_version: str, *,

@@ -137,7 +137,7 @@ def test_a_fatal_sign_fails_the_wait_within_about_a_minute(box, clean, fault, si
 
 def test_gpu_pods_unschedulable_with_no_capacity_coming_fail_after_the_scale_up_grace(box, clean):
     settings = WaitSettings(timeout_s=3600, suspect_grace_s=60)
-    error, after_s = run_until_failure(box, {"kind": "no_gpu_capacity", "pod_prefix": "deepseek-r1"},
+    error, after_s = run_until_failure(box, {"kind": "no_gpu_capacity"},
                                        unschedulable, settings=settings)
     assert isinstance(error, RolloutFailed)
     assert "unschedulable" in str(error) and "Insufficient nvidia.com/gpu" in str(error)

@@ -270,3 +270,23 @@ def test_an_eviction_of_a_pod_already_replaced_is_still_a_suspect():
               {"reason": "Evicted", "involvedObject": {"kind": "Pod", "name": "someone-elses-pod"}}]
     c = classify(rs, [head_pod(), worker(1)], events)
     assert c.suspect.startswith("2 eviction(s)") and "ephemeral-storage" in c.suspect
+
+
+def _asking_for_gpus(p, gpus="8", accelerator="nvidia-h100-80gb"):
+    p["spec"] = {"nodeSelector": {"cloud.google.com/gke-accelerator": accelerator},
+                 "containers": [{"name": "ray-worker", "resources": {"limits": {"nvidia.com/gpu": gpus}}}]}
+    return p
+
+
+@pytest.mark.parametrize("room, accelerator, suspect", [
+    (8, "nvidia-h100-80gb", False),   # refused while the driver installed; the GPUs are free now
+    (0, "nvidia-h100-80gb", True),    # another workload holds every GPU of the node
+    (4, "nvidia-h100-80gb", True),    # not enough left for the pod's 8
+    (8, "nvidia-l4", True),           # the free GPUs are on a node the pod does not select
+])
+def test_a_refusal_older_than_the_free_gpus_of_a_matching_node_is_no_sign_of_missing_capacity(room, accelerator,
+                                                                                             suspect):
+    pods = [head_pod()] + [_asking_for_gpus(p, accelerator=accelerator) for p in unschedulable_workers()[1:]]
+    obs = Observation(ray_service(pending=cluster_status()), pods, [], [gpu_node()], gpu_room={"gke-gpu-1": room})
+    c = classify_ray_service(obs)
+    assert c.phase is Phase.GPU_NODES and (c.suspect is not None) is suspect, c.suspect

@@ -15,7 +15,7 @@ Faults (`ctx.faults`, i.e. `POST /_sandbox/faults`), each documented where it ac
 | `oom_killed` | pod_prefix?, node_type? (default workers) | lastState OOMKilled exit 137 | kubelet |
 | `disk_full` | pod_prefix?, node_type? (default workers) | pod Evicted (ephemeral-storage), recreated | eviction |
 | `operator_crashloop` | - | operator pod CrashLoopBackOff, nothing reconciled | programs |
-| `unschedulable`, `no_gpu_capacity` | pod_prefix? | PodScheduled=False Insufficient nvidia.com/gpu | scheduler |
+| `unschedulable`, `no_gpu_capacity` | - | another team's pods take every GPU: PodScheduled=False Insufficient nvidia.com/gpu | scheduler |
 | `node_lost` | node_prefix?, times? | node removed, its pods failed and replaced | nodes |
 | `deploy_failed` | model_id? | app/deployment DEPLOY_FAILED with a traceback | rayserve |
 | `slow_download` | factor, model_id? | app DEPLOYING longer | rayserve |
@@ -41,8 +41,8 @@ KUBE_FAULT_PARAMS: dict[str, set[str]] = {
     "oom_killed": {"pod_prefix", "node_type"},
     "disk_full": {"pod_prefix", "node_type"},
     "operator_crashloop": set(),
-    "unschedulable": {"pod_prefix"},
-    "no_gpu_capacity": {"pod_prefix"},
+    "unschedulable": set(),
+    "no_gpu_capacity": set(),
     "node_lost": {"node_prefix"},
     "deploy_failed": {"model_id"},
     "slow_download": {"factor", "model_id"},

@@ -10,8 +10,10 @@ incoming pod, 2 Preemption is not helpful for scheduling.` Pods are retried when
 change. GKE's ExtendedResourceToleration admission is honoured: a pod requesting `nvidia.com/gpu`
 tolerates the `nvidia.com/gpu` taint.
 
-Fault `unschedulable` / `no_gpu_capacity {pod_prefix?}`: matching pods that request GPUs see every
-node as lacking `nvidia.com/gpu` (as when the pool's GPUs are all taken), so they stay Pending.
+Fault `unschedulable` / `no_gpu_capacity`: another team's job takes every GPU of each GPU node as soon
+as the node offers them (a pod `gpu-job-<node>` in namespace `other-team`, bound to it), so pods that
+request GPUs stay Pending with `Insufficient nvidia.com/gpu`, and a client that adds up the GPUs the
+nodes' pods request sees why, as on a real cluster.
 """
 
 from __future__ import annotations
@@ -22,10 +24,24 @@ from typing import Any
 from sandbox.kube.controllers.base import NODES, PODS, Reconciler, set_condition
 from sandbox.kube.controllers.events import record_event
 from sandbox.kube.controllers.resources import GPU, parse_quantity, pod_requests
-from sandbox.kube.store import NotFound
+from sandbox.kube.store import AlreadyExists, NotFound
 
 NO_PREEMPTION_VICTIMS = "No preemption victims found for incoming pod"
 PREEMPTION_NOT_HELPFUL = "Preemption is not helpful for scheduling"
+GPU_TAKING_FAULTS = ("no_gpu_capacity", "unschedulable")
+OTHER_TEAM = "other-team"
+
+
+def _gpu_job(node: str, gpus: str) -> dict[str, Any]:
+    """Another team's training pod holding all `gpus` of `node` (fault no_gpu_capacity)."""
+    limits = {GPU: gpus}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"gpu-job-{node}", "namespace": OTHER_TEAM, "labels": {"team": OTHER_TEAM}},
+            "spec": {"nodeName": node, "restartPolicy": "Never",
+                     "tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}],
+                     "containers": [{"name": "train", "image": "nvcr.io/nvidia/pytorch:24.05-py3",
+                                     "resources": {"requests": limits, "limits": limits}}]},
+            "status": {"phase": "Pending"}}
 
 
 def tolerates(pod: dict[str, Any], taint: dict[str, Any]) -> bool:
@@ -90,6 +106,10 @@ class Scheduler(Reconciler):
     def reconcile(self) -> None:
         pods, _ = self.ctx.store.list(PODS)
         nodes = [n for n in self.ctx.store.list(NODES)[0]]
+        if any(f["kind"] in GPU_TAKING_FAULTS for f in self.ctx.faults.list()):
+            pods += self._take_the_gpus(nodes, pods)
+        else:
+            pods = self._end_other_jobs(pods)
         used = _used_by_node(pods)
         pending = [p for p in pods if not (p.get("spec") or {}).get("nodeName")
                    and not p["metadata"].get("deletionTimestamp")
@@ -101,13 +121,11 @@ class Scheduler(Reconciler):
     def _schedule_one(self, pod: dict[str, Any], nodes: list[dict[str, Any]],
                       used: dict[str, dict[str, Decimal]]) -> None:
         requests = pod_requests(pod)
-        starved = self._gpu_starved(pod, requests)
         reasons: dict[str, int] = {}
         resource_only = 0
         feasible = []
         for node in nodes:
-            failed, only_resources = _filter(pod, node, requests, used.get(node["metadata"]["name"], {}),
-                                             starved=starved)
+            failed, only_resources = _filter(pod, node, requests, used.get(node["metadata"]["name"], {}))
             if not failed:
                 feasible.append(node)
                 continue
@@ -125,16 +143,30 @@ class Scheduler(Reconciler):
             bucket[name] = bucket.get(name, Decimal(0)) + amount
         bucket["pods"] = bucket.get("pods", Decimal(0)) + 1
 
-    def _gpu_starved(self, pod: dict[str, Any], requests: dict[str, Decimal]) -> bool:
-        if requests.get(GPU, Decimal(0)) <= 0:
-            return False
-        name = pod["metadata"]["name"]
-        for kind in ("no_gpu_capacity", "unschedulable"):
-            for fault in self.ctx.faults.list():
-                prefix = fault.get("pod_prefix")
-                if fault["kind"] == kind and (prefix is None or name.startswith(str(prefix).rstrip("*"))):
-                    return True
-        return False
+    def _take_the_gpus(self, nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Bind another team's job to every GPU node that offers GPUs and has none yet; return the new pods."""
+        taken = {(p.get("spec") or {}).get("nodeName") for p in pods
+                 if p["metadata"].get("namespace") == OTHER_TEAM}
+        created = []
+        for node in nodes:
+            gpus = ((node.get("status") or {}).get("allocatable") or {}).get(GPU, "0")
+            if node["metadata"]["name"] in taken or parse_quantity(gpus) <= 0:
+                continue
+            try:
+                created.append(self.ctx.store.create(PODS, _gpu_job(node["metadata"]["name"], gpus)))
+            except AlreadyExists:
+                continue
+        return created
+
+    def _end_other_jobs(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The fault was cleared: the other team's jobs end and give their GPUs back."""
+        for pod in pods:
+            if pod["metadata"].get("namespace") == OTHER_TEAM:
+                try:
+                    self.ctx.store.delete(PODS, OTHER_TEAM, pod["metadata"]["name"])
+                except NotFound:
+                    pass
+        return [p for p in pods if p["metadata"].get("namespace") != OTHER_TEAM]
 
     def _bind(self, pod: dict[str, Any], node: dict[str, Any]) -> None:
         meta, node_name = pod["metadata"], node["metadata"]["name"]
@@ -188,7 +220,7 @@ def _free_share(node: dict[str, Any], used: dict[str, Decimal], requests: dict[s
 
 
 def _filter(pod: dict[str, Any], node: dict[str, Any], requests: dict[str, Decimal],
-            used: dict[str, Decimal], *, starved: bool) -> tuple[list[str], bool]:
+            used: dict[str, Decimal]) -> tuple[list[str], bool]:
     """(reasons this node cannot take the pod, whether they are all about resources)."""
     if (node.get("spec") or {}).get("unschedulable"):
         return ["node(s) were unschedulable"], False
@@ -205,6 +237,6 @@ def _filter(pod: dict[str, Any], node: dict[str, Any], requests: dict[str, Decim
         if amount <= 0:
             continue
         have = parse_quantity(allocatable.get(name, "0"))
-        if (name == GPU and starved) or used.get(name, Decimal(0)) + amount > have:
+        if used.get(name, Decimal(0)) + amount > have:
             reasons.append(f"Insufficient {name}")
     return reasons, True
