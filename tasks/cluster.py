@@ -45,6 +45,7 @@ _BUSY = {S.PROVISIONING: "being created", S.RECONCILING: "being updated", S.STOP
 _MAX_ROUNDS = 8
 # How long to look again when GKE reports the cluster busy but lists no operation for it yet.
 _NO_OPERATION_POLL_S = 15.0
+CLUSTER_OP_MAX_POLL_S = 10.0
 
 
 def cluster_ref(spec: StackSpec) -> ClusterRef:
@@ -171,8 +172,10 @@ def _act(gke: GkeGateway, ref: ClusterRef, plan: Plan, desired: T.Cluster, live:
          deadline: float, clock: Clock, log: logging.Logger | logging.LoggerAdapter) -> str:
     """Carry out one planned step and wait for it; return a line saying what was done."""
     def wait(op: T.Operation, what: str) -> None:
+        # Polls capped at 10 s: the cluster create gates the GPU pool request, so a 30 s poll would add
+        # ~15 s on average to the critical path; 30-odd GETs over a 5-minute create cost nothing.
         wait_for_gke_operation(gke, ref, op, what=f"{what} {ref.path}", clock=clock, log=log,
-                               timeout_s=deadline - clock.monotonic())
+                               timeout_s=deadline - clock.monotonic(), max_poll_s=CLUSTER_OP_MAX_POLL_S)
 
     if plan.action is Action.CREATE:
         try:
