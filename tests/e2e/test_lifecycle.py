@@ -4,21 +4,50 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from prefect.client.orchestration import get_client
 
-from flows.demo import still_billing
+from flows.demo import demo_stack_file, still_billing
 from flows.spin_down import teardown_llm
 from flows.spin_up import serve_llm
+from flows.stack_ref import StackRef
 from flows.status import stack_status
+from sandbox.app import Sandbox
+from tasks.clock import TIME_SCALE_ENV
+from tests.e2e.conftest import E2E_TIME_SCALE
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def test_spin_up_validates_the_guides_answer_and_spin_down_leaves_nothing_billing(sandbox_stack):
-    sandbox, stack = sandbox_stack
-    summary = serve_llm(stack=stack)
+@dataclass
+class Up:
+    sandbox: Sandbox
+    stack: StackRef
+    summary: dict
+
+
+@pytest.fixture(scope="module")
+def spun_up(prefect_server, tmp_path_factory) -> Iterator[Up]:
+    """One sandbox and one spin-up from nothing, shared by the three tests that need a running stack
+    (a spin-up is most of each one's time). They run in file order: the spin-up's report, a second
+    spin-up on the running stack, then the spin-down; each brings the stack up again if it is not."""
+    with pytest.MonkeyPatch.context() as patch, Sandbox(time_scale=E2E_TIME_SCALE, kubernetes=True) as sandbox:
+        patch.setenv(TIME_SCALE_ENV, sandbox.flows_clock_env())
+        stack = StackRef(file=str(demo_stack_file(sandbox.gke_url, tmp_path_factory.mktemp("lifecycle"))))
+        yield Up(sandbox, stack, serve_llm(stack=stack))
+
+
+def _ensure_up(up: Up) -> None:
+    if still_billing(up.sandbox.inventory()) != ["kuberay-gpu-cluster/gpu-node-pool"]:
+        serve_llm(stack=up.stack)
+
+
+def test_spin_up_from_nothing_validates_the_guides_answer(spun_up):
+    sandbox, stack, summary = spun_up.sandbox, spun_up.stack, spun_up.summary
+    assert _creates(sandbox) == {"clusters": 1, "nodePools": 1}     # it started from nothing
     assert summary["model"] == "deepseek"
     assert "red, yellow, blue, green" in summary["answer"]
     assert [row["phase"] for row in summary["timeline"]][:1] == ["cluster"]
@@ -27,20 +56,23 @@ def test_spin_up_validates_the_guides_answer_and_spin_down_leaves_nothing_billin
     assert stack_status(stack=stack)["ray_service"]["ready"] is True
     assert still_billing(sandbox.inventory()) == ["kuberay-gpu-cluster/gpu-node-pool"]
 
+
+def test_a_second_spin_up_converges_without_writing_twice(spun_up):
+    _ensure_up(spun_up)
+    creates_before = _creates(spun_up.sandbox)
+    serve_llm(stack=spun_up.stack)
+    assert _creates(spun_up.sandbox) == creates_before      # no cluster or node pool created twice
+
+
+def test_spin_down_leaves_nothing_billing_and_keeps_the_cluster(spun_up):
+    sandbox, stack = spun_up.sandbox, spun_up.stack
+    _ensure_up(spun_up)
     teardown_llm(stack=stack)
 
     assert still_billing(sandbox.inventory()) == []
     status = stack_status(stack=stack)
     assert status["cluster"] == "RUNNING"          # the default policy keeps the cluster (warm mode)
     assert status["gpu_node_pool"] is None and status["ray_service"] is None
-
-
-def test_a_second_spin_up_converges_without_writing_twice(sandbox_stack):
-    sandbox, stack = sandbox_stack
-    serve_llm(stack=stack)
-    creates_before = _creates(sandbox)
-    serve_llm(stack=stack)
-    assert _creates(sandbox) == creates_before      # no cluster or node pool created twice
     teardown_llm(stack=stack, delete_cluster_too=True)
     assert sandbox.inventory()["clusters"] == []
 
