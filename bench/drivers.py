@@ -100,11 +100,13 @@ def kill(sc: Scenario, ctx: Context) -> Trace:
     if not crossed:
         trace.notes.append(f"boundary {sc.at} not seen before the child ended ({proc.returncode})")
     dead = _running_runs("serve-llm" if sc.phase == "up" else "teardown-llm")
+    free_stack_lock(ctx.spec.name)           # what the 60 s slot lease does, without waiting for it
     if sc.recovery == "janitor":
+        # The zombie automation's window (minutes) outlasts the lease: the sweep after it finds the
+        # stack's lock free and the run Crashed. (A sweep within the lease finds the stack busy.)
         _mark_crashed(dead)                   # what the heartbeat automation does for a dead host
         janitor(stacks=[ctx.stack])
         return trace
-    free_stack_lock(ctx.spec.name)           # what the 60 s slot lease does, without waiting for it
     if sc.phase == "up":
         return up_then_down(ctx, trace)
     down = teardown_llm(stack=ctx.stack, reason="bench: rerun after kill", return_state=True)
