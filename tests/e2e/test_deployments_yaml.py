@@ -31,9 +31,12 @@ def _run(args: list[str], env: dict[str, str], timeout_s: float = 240) -> str:
     return done.stdout
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def deployed(prefect_server):
-    """Setup, then `prefect deploy --all`; afterwards delete what was deployed and the automation."""
+    """Setup, then `prefect deploy --all`; afterwards delete what was deployed and the automation.
+
+    Shared by the module's tests (deploying takes two CLI processes): neither changes a deployment,
+    the worker test only adds a run of one."""
     env = {k: v for k, v in prefect_server.items() if k != "GKE_LLM_FLOWS_DIR"}
     setup_out = _run([sys.executable, "-m", "deployments.setup", "--stack-name", "yaml-e2e"], env)
     _run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
