@@ -142,3 +142,20 @@ def wait_for(predicate, *, timeout_s: float = 20.0, what: str = "condition") -> 
             return result
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def operator_sandbox(time_scale: float) -> Iterator[KubeSandbox]:
+    """Generator for a module fixture: the fast profile, two GPU nodes, the KubeRay operator installed."""
+    from tasks.kuberay_operator import ensure_kuberay_operator
+
+    for box in kube_sandbox(time_scale=time_scale, profile="fast", gpu_nodes=2):
+        ensure_kuberay_operator.fn(box.kube, stack_spec(), clock=box.clock)
+        yield box
+
+
+def reset_scenario(box: KubeSandbox) -> None:
+    """After a scenario: no faults, and the RayService with its cluster and pods gone."""
+    from tasks.ray_service import delete_ray_service
+
+    box.ctx.faults.clear()
+    delete_ray_service.fn(box.kube, stack_spec(), clock=box.clock, timeout_s=3600)

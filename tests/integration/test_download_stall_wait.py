@@ -14,11 +14,10 @@ import pytest
 
 from blocks.errors import RolloutFailed
 from sandbox.kube.rayserve import serve_registry
-from tasks.kuberay_operator import ensure_kuberay_operator
-from tasks.ray_service import delete_ray_service, ensure_ray_service
+from tasks.ray_service import ensure_ray_service
 from tasks.ray_service_wait import WaitSettings, wait_for_ray_service_ready
 from tasks.waiting import State
-from tests.integration.kuberay_sandbox import kube_sandbox, stack_spec
+from tests.integration.kuberay_sandbox import operator_sandbox, reset_scenario, stack_spec
 
 STALL_S = 600.0
 TIME_SCALE = 60.0
@@ -30,16 +29,13 @@ SLACK_S = 120.0
 
 @pytest.fixture(scope="module")
 def box():
-    for box in kube_sandbox(time_scale=TIME_SCALE, profile="fast", gpu_nodes=2):
-        ensure_kuberay_operator.fn(box.kube, stack_spec(), clock=box.clock)
-        yield box
+    yield from operator_sandbox(TIME_SCALE)
 
 
 @pytest.fixture
 def clean(box):
     yield
-    box.ctx.faults.clear()
-    delete_ray_service.fn(box.kube, stack_spec(), clock=box.clock, timeout_s=3600)
+    reset_scenario(box)
 
 
 def llm_run(box):

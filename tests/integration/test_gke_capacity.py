@@ -6,25 +6,13 @@ import pytest
 
 from blocks.errors import CapacityError, DriftError
 from blocks.spec import CapacityMode
-from sandbox.testing import pool_inventory, running_sandbox
+from sandbox.testing import pool_inventory
 from tasks.capacity import CapacityExhausted, Placement, ensure_gpu_capacity
-from tasks.clock import ScaledClock
 from tasks.cluster import ensure_cluster
 from tasks.node_pool import ensure_gpu_node_pool
-from tests.integration.gke_support import TIME_SCALE, connect, gpu_vms_billing, make_spec, next_seq, writes
+from tests.integration.gke_support import connect, gpu_vms_billing, make_spec, next_seq, writes
 
 POOL = "gpu-node-pool"
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with running_sandbox(time_scale=TIME_SCALE) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock():
-    return ScaledClock(TIME_SCALE)
 
 
 def _stack(sandbox, clock, **gpu_pool):

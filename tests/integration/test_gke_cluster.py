@@ -7,11 +7,8 @@ from google.cloud.container_v1 import types as T
 
 from blocks.errors import DriftError, NotOursError, Stockout
 from blocks.labels import LEASE_EXPIRY_KEY, owner_labels
-from sandbox.testing import running_sandbox
-from tasks.clock import ScaledClock
 from tasks.cluster import cluster_ref, delete_cluster, desired_cluster, ensure_cluster
 from tests.integration.gke_support import (
-    TIME_SCALE,
     cluster_inventory,
     connect,
     gke_requests,
@@ -19,17 +16,6 @@ from tests.integration.gke_support import (
     next_seq,
     writes,
 )
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with running_sandbox(time_scale=TIME_SCALE) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock():
-    return ScaledClock(TIME_SCALE)
 
 
 @pytest.fixture

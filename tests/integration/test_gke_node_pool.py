@@ -7,12 +7,10 @@ import pytest
 from blocks.errors import DriftError, NotOursError, Stockout
 from blocks.labels import LEASE_EXPIRY_KEY, owner_labels
 from blocks.spec import CapacityMode
-from sandbox.testing import pool_inventory, running_sandbox
-from tasks.clock import ScaledClock
+from sandbox.testing import pool_inventory
 from tasks.cluster import cluster_ref, ensure_cluster
 from tasks.node_pool import delete_gpu_node_pool, desired_node_pool, ensure_gpu_node_pool
 from tests.integration.gke_support import (
-    TIME_SCALE,
     connect,
     gke_requests,
     gpu_vms_billing,
@@ -22,17 +20,6 @@ from tests.integration.gke_support import (
 )
 
 POOL = "gpu-node-pool"
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with running_sandbox(time_scale=TIME_SCALE) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock():
-    return ScaledClock(TIME_SCALE)
 
 
 @pytest.fixture

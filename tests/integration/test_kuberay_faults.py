@@ -19,28 +19,29 @@ import pytest
 
 from blocks.errors import RolloutFailed, WaitTimedOut
 from tasks.gateways.kube import NAMESPACE, RAY_SERVICE, KubeRejected
-from tasks.kuberay_operator import ensure_kuberay_operator
 from tasks.ray_service import delete_ray_service, ensure_ray_service
 from tasks.ray_service_wait import PhaseBudgets, WaitSettings, wait_for_ray_service_ready
 from tasks.waiting import State
-from tests.integration.kuberay_sandbox import kube_sandbox, stack_spec, wait_for
+from tests.integration.kuberay_sandbox import (
+    operator_sandbox,
+    reset_scenario,
+    stack_spec,
+    wait_for,
+)
 
 EARLY_S = 90.0          # "within about a minute" of the sign, plus one look interval of slack
 
 
 @pytest.fixture(scope="module")
 def box():
-    for box in kube_sandbox(time_scale=40.0, profile="fast", gpu_nodes=2):
-        ensure_kuberay_operator.fn(box.kube, stack_spec(), clock=box.clock)
-        yield box
+    yield from operator_sandbox(40.0)
 
 
 @pytest.fixture
 def clean(box):
     """After each scenario: no faults, and the RayService with its cluster and pods gone."""
     yield
-    box.ctx.faults.clear()
-    delete_ray_service.fn(box.kube, stack_spec(), clock=box.clock, timeout_s=3600)
+    reset_scenario(box)
 
 
 class FirstSign:

@@ -13,7 +13,6 @@ from blocks.render_gke import (
     workload_identity_gap,
 )
 from blocks.spec import StackSpec
-from sandbox.testing import running_sandbox
 from tasks.clock import ScaledClock
 from tasks.cluster import cluster_ref, ensure_cluster
 from tasks.node_pool import ensure_gpu_node_pool
@@ -21,17 +20,6 @@ from tests.integration.gke_support import PROJECT, TIME_SCALE, connect, make_spe
 
 BUCKET = "gs://team-weights/deepseek-ai/DeepSeek-R1"
 GKE_METADATA = T.WorkloadMetadataConfig.Mode.GKE_METADATA
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with running_sandbox(time_scale=TIME_SCALE) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def clock():
-    return ScaledClock(TIME_SCALE)
 
 
 def staged(spec: StackSpec) -> StackSpec:
