@@ -246,6 +246,10 @@ def served(prefect_server, tmp_path_factory) -> Iterator[Served]:
                 for name in (SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE):
                     _wait_for(f"deployment {name}", lambda n=name: _has_deployment(n), timeout_s=120,
                               served=state)
+                # serve() creates a deployment's trigger automations after the deployment itself.
+                for name, triggers in ((ON_CHANGE, 2), (AFTER_CRASH, 1)):
+                    _wait_for(f"the automations of {name}", lambda n=name, t=triggers: len(_automations(n)) >= t,
+                              timeout_s=60, served=state)
                 yield state
                 _run_to_end(state, SPIN_DOWN, {"delete_cluster_too": True, "reason": "end of the e2e module"})
                 assert still_billing(sandbox.inventory()) == []
@@ -265,6 +269,11 @@ def _delete_deployments(*names: str) -> None:
             client.delete_deployment(deployment.id)
 
 
+def _automations(deployment: str) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_resource_related_automations(f"prefect.deployment.{_deployment_id(deployment)}")
+
+
 def _has_deployment(name: str) -> bool:
     try:
         _deployment_id(name)
@@ -274,6 +283,29 @@ def _has_deployment(name: str) -> bool:
 
 
 # -- tests ----------------------------------------------------------------------------------------
+
+def test_a_model_event_without_model_source_starts_no_run_and_says_why(served):
+    # First: it needs no stack, so it runs while the schedule of the next test is still ahead.
+    from prefect.events import emit_event
+
+    emitted_at = datetime.now(timezone.utc)
+    event = emit_event(event=MODEL_PUBLISHED, resource={"prefect.resource.id": stack_resource_id(served.stack_name)},
+                       payload={"model": "Qwen/Qwen2.5-0.5B-Instruct"})  # wrong key: breaks the contract
+    ours = f"prefect.event.{event.id}"
+    failed = _wait_for("the automation's action.failed event", lambda: [
+        e for e in _events(served, "prefect.automation.action.failed", since=emitted_at)
+        if ours in {r["prefect.resource.id"] for r in e.get("related", [])}], timeout_s=60, served=served)
+    # All Prefect says is this: hence the payload contract in deployments/events.py.
+    assert failed[0]["payload"]["reason"] == "Unable to create flow run from deployment: InvalidJinja()"
+    assert [r for r in _runs(ON_CHANGE) if r.created >= emitted_at] == []
+
+
+def _events(served: Served, name: str, *, since: datetime) -> list[dict]:
+    response = httpx.post(f"{served.api_url}/events/filter", timeout=30, json={
+        "filter": {"event": {"name": [name]}, "occurred": {"since": since.isoformat()}}, "limit": 20})
+    response.raise_for_status()
+    return response.json()["events"]
+
 
 def test_a_schedule_fires_and_spins_the_stack_up(served):
     soon = lambda run: run.auto_scheduled and run.expected_start_time.timestamp() < time.time() + 90  # noqa: E731
@@ -325,28 +357,6 @@ def test_a_published_model_event_redeploys_with_the_payload_model_source(served)
     assert run.parameters["stack"] == {"block_name": served.block_name}    # the deployment's default
     _final(served, run.id, expect="COMPLETED")
     assert "model_source: Qwen/Qwen2.5-0.5B-Instruct" in _ray_service(served)["spec"]["serveConfigV2"]
-
-
-def test_a_model_event_without_model_source_starts_no_run_and_says_why(served):
-    from prefect.events import emit_event
-
-    emitted_at = datetime.now(timezone.utc)
-    event = emit_event(event=MODEL_PUBLISHED, resource={"prefect.resource.id": stack_resource_id(served.stack_name)},
-                       payload={"model": "Qwen/Qwen2.5-0.5B-Instruct"})  # wrong key: breaks the contract
-    ours = f"prefect.event.{event.id}"
-    failed = _wait_for("the automation's action.failed event", lambda: [
-        e for e in _events(served, "prefect.automation.action.failed", since=emitted_at)
-        if ours in {r["prefect.resource.id"] for r in e.get("related", [])}], timeout_s=60, served=served)
-    # All Prefect says is this: hence the payload contract in deployments/events.py.
-    assert failed[0]["payload"]["reason"] == "Unable to create flow run from deployment: InvalidJinja()"
-    assert [r for r in _runs(ON_CHANGE) if r.created >= emitted_at] == []
-
-
-def _events(served: Served, name: str, *, since: datetime) -> list[dict]:
-    response = httpx.post(f"{served.api_url}/events/filter", timeout=30, json={
-        "filter": {"event": {"name": [name]}, "occurred": {"since": since.isoformat()}}, "limit": 20})
-    response.raise_for_status()
-    return response.json()["events"]
 
 
 def test_an_api_run_with_custom_parameters_works_and_a_bad_parameter_is_rejected_at_creation(served):
