@@ -74,3 +74,14 @@ def prefect_server(start_prefect_server) -> dict[str, str]:
     with start_prefect_server("prefect-home", timeout_s=90) as env, \
             temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: env["PREFECT_HOME"]}):
         yield env
+        _send_what_prefect_still_holds()
+
+
+def _send_what_prefect_still_holds() -> None:
+    """Drain this process's Prefect log and event workers while the server still runs: left to the
+    interpreter's exit, they retry the stopped server for over a minute ("Error logging to API")."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+    EventsWorker.drain_all(timeout=30)
