@@ -74,9 +74,15 @@ class LlmApi:
         except httpx.TransportError as e:
             raise LlmUnavailable(f"{where}: {type(e).__name__}: {e}") from e
         body = _parse(response)
-        if response.status_code in RETRY_STATUSES:
+        if response.status_code in RETRY_STATUSES or _proxy_hop_failed(response.status_code, body):
             raise LlmUnavailable(f"{where}: HTTP {response.status_code}: {str(body)[:300]}")
         return LlmResponse(response.status_code, body, response.elapsed.total_seconds())
+
+
+def _proxy_hop_failed(status: int, body: Any) -> bool:
+    """A 5xx the Kubernetes API server's service proxy answered itself (its `Status` object): the hop
+    failed and the model server was not asked, so it says nothing about the model."""
+    return status >= 500 and isinstance(body, dict) and body.get("kind") == "Status"
 
 
 def _parse(response: httpx.Response) -> Any:

@@ -105,8 +105,9 @@ def test_the_endpoint_passes_validation_through_the_api_servers_service_proxy(bo
     assert report.completion_tokens > 0 and report.latency_s > 0 and report.tokens_per_s > 0
 
 
-def test_validation_retries_transient_proxy_failures(box):
-    box.inject({"kind": "kube_transient", "status": 503, "times": 2,
+@pytest.mark.parametrize("status", [503, 500])   # 500: the API server's own Status, not the model's answer
+def test_validation_retries_transient_proxy_failures(box, status):
+    box.inject({"kind": "kube_transient", "status": status, "times": 2,
                 "path": "/api/v1/namespaces/default/services/deepseek-r1-serve-svc*"})
     report = validate_llm_endpoint.fn(box.kube, spec(), clock=box.clock)
     # models: 2 injected failures + 1; chat: 1. A busy machine may add a retry of its own (a timeout).
