@@ -15,7 +15,7 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from blocks import labels as owner
 from blocks.errors import GkeLlmFlowsError
@@ -56,8 +56,8 @@ def judge(labels: dict[str, str], *, now_s: float, run_state: str | None) -> Ver
 @flow(name="llm-janitor")
 def janitor(stacks: list[StackRef] = Field(
                 description="stacks whose projects and locations to sweep (their policies apply)"),
-            dry_run: bool = Field(False, description="report what would be torn down, touch nothing"),
-            other_stacks: bool = Field(
+            dry_run: StrictBool = Field(False, description="report what would be torn down, touch nothing"),
+            other_stacks: StrictBool = Field(
                 False, description="also reclaim our resources of stacks not named here (by their labels)"),
             ) -> dict[str, Any]:
     """Sweep every scope of `stacks`; tear down owned resources past their lease or orphaned.

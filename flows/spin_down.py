@@ -12,7 +12,7 @@ import logging
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from pydantic import Field, StringConstraints
+from pydantic import Field, StrictBool, StringConstraints
 
 from blocks.errors import GkeLlmFlowsError, PermanentError
 from flows.connections import Connections
@@ -37,7 +37,7 @@ class TeardownIncomplete(PermanentError):
 
 @flow(name="teardown-llm")
 def teardown_llm(stack: StackRef,
-                 delete_cluster_too: bool | None = Field(
+                 delete_cluster_too: StrictBool | None = Field(
                      None, description="also delete the cluster; None = the stack's lifecycle policy"),
                  reason: Reason = Field("requested", description="why, for the log (at most 500 characters)"),
                  after_run: RunRef | None = Field(

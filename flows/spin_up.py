@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import wait
 from prefect.runtime import flow_run as current_run
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from blocks.errors import DriftError, RolloutFailed
 from blocks.render_gke import workload_identity_gap
@@ -49,7 +49,7 @@ LeaseSeconds = Annotated[int, Field(strict=True, gt=0, le=30 * 24 * 3600)]
 @flow(name="serve-llm", on_failure=[tear_down_after], on_cancellation=[tear_down_after],
       on_crashed=[tear_down_after])
 def serve_llm(stack: StackRef,
-              keep_on_failure: bool = Field(
+              keep_on_failure: StrictBool = Field(
                   False, description="on failure keep what was created, for debugging (it keeps billing)"),
               lease_s: LeaseSeconds | None = Field(
                   None, description="seconds the janitor lets this spin-up live; None = the stack's "

@@ -176,6 +176,8 @@ def test_a_hostile_flow_parameter_is_rejected_naming_it_before_the_run_starts(ca
         assert set(validated[name]) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/:-")
     if name == "reason":
         assert isinstance(validated[name], str) and len(validated[name]) <= 500
+    if name in ("keep_on_failure", "delete_cluster_too"):     # no 0/1/"yes" taken for a boolean
+        assert validated[name] is value and (value is None or isinstance(value, bool))
     if name == "lease_s":
         assert validated[name] is None or (type(validated[name]) is int and 0 < validated[name] <= 30 * 24 * 3600)
 
