@@ -1,6 +1,6 @@
 """Inside a real Prefect flow run: progress and validation artifacts are written, and no secret leaks.
 
-Runs the serving tasks as Prefect tasks (not `.fn`) in a flow under `prefect_test_harness`, against
+Runs the serving tasks as Prefect tasks (not `.fn`) in a flow on the session's Prefect server, against
 the sandbox, with an HF token configured; then reads the run's artifacts and logs back from the
 Prefect API and scans them (and every local log record) for the token.
 """
