@@ -25,6 +25,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun
 
+from bench.processes import stop_process_group
+
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
@@ -95,13 +97,8 @@ def serving(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
     finally:
         if proc.poll() is None:
             pids = descendants(proc.pid)
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            _signal_all(pids, signal.SIGKILL)
+            stop_process_group(proc, grace_s=30)
+            _signal_all(pids + descendants(proc.pid), signal.SIGKILL)
 
 
 # -- Prefect API -----------------------------------------------------------------------------------

@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,17 +24,25 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelling
 
-from bench.processes import stop_process_group
 from blocks.prefect_blocks import ServingStackBlock
 from deployments.events import MODEL_PUBLISHED, publish_model, stack_resource_id
 from flows.demo import demo_stack_file, still_billing
 from sandbox.app import Sandbox
 from sandbox.hooks import ClusterRef
 from tasks.clock import TIME_SCALE_ENV, ScaledClock
+from tests.e2e._served import (
+    delete_deployments,
+    deployment_id,
+    descendants,
+    has_deployment,
+    read_run,
+    runs_of,
+    serving,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -64,52 +70,16 @@ class Served:
 
 # -- processes -------------------------------------------------------------------------------------
 
-def _children(pid: int) -> list[int]:
-    """Every descendant of `pid` (flow processes may sit in their own session: killpg misses them)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _flow_process(serve_pid: int, flow_run_id: Any) -> int | None:
     """The pid of the child of serve() that runs `flow_run_id`."""
     wanted = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    for pid in _children(serve_pid):
+    for pid in descendants(serve_pid):
         try:
             if wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
                 return pid
         except OSError:
             continue
     return None
-
-
-@contextmanager
-def _serving(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """Run `python -m deployments.serve ARGS`; always kill it and every descendant afterwards."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "deployments.serve", *args], env=env, cwd=str(ROOT),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        descendants = _children(proc.pid)
-        stop_process_group(proc, grace_s=30)      # serve() cancels in-flight runs, then exits
-        for pid in descendants + _children(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 # -- Prefect API helpers --------------------------------------------------------------------------
@@ -128,32 +98,16 @@ def _wait_for(what: str, probe: Callable[[], Any], *, timeout_s: float, served: 
                 (f"\nserve log:\n{served.log_tail()}" if served else ""))
 
 
-def _deployment_id(name: str):
-    with get_client(sync_client=True) as client:
-        return client.read_deployment_by_name(name).id
-
-
-def _read_run(run_id) -> FlowRun:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id)
-
-
-def _runs(deployment: str) -> list[FlowRun]:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(deployment_filter=DeploymentFilter(
-            id=DeploymentFilterId(any_=[_deployment_id(deployment)])))
-
-
 def _new_run(served: Served, deployment: str, *, after: datetime, timeout_s: float = 60,
              where: Callable[[FlowRun], bool] = lambda run: True) -> FlowRun:
     return _wait_for(f"a run of {deployment}", lambda: next(
-        (r for r in _runs(deployment) if r.created and r.created >= after and where(r)), None),
+        (r for r in runs_of(deployment) if r.created and r.created >= after and where(r)), None),
         timeout_s=timeout_s, served=served)
 
 
 def _final(served: Served, run_id, *, expect: str, timeout_s: float = 240) -> FlowRun:
     """Wait for the run's final state; fail with its message and the serve log unless it is `expect`."""
-    run = _wait_for(f"run {run_id} to end", lambda: (r := _read_run(run_id)).state_type.value in FINAL and r,
+    run = _wait_for(f"run {run_id} to end", lambda: (r := read_run(run_id)).state_type.value in FINAL and r,
                     timeout_s=timeout_s, served=served)
     if run.state_type.value != expect:
         pytest.fail(f"run {run.name} ended {run.state_name}: {run.state.message}\n{served.log_tail()}")
@@ -165,7 +119,7 @@ def _create_run(served: Served, deployment: str, parameters: dict | None = None)
 
     Retries 503 as Prefect's own client does: the SQLite server answers it when its database is
     locked, which happens on a loaded machine."""
-    url = f"{served.api_url}/deployments/{_deployment_id(deployment)}/create_flow_run"
+    url = f"{served.api_url}/deployments/{deployment_id(deployment)}/create_flow_run"
     for attempt in range(6):
         response = httpx.post(url, json={"parameters": parameters or {}, "state": {"type": "SCHEDULED"}},
                               timeout=30)
@@ -240,11 +194,11 @@ def served(prefect_server, tmp_path_factory) -> Iterator[Served]:
                    **{TIME_SCALE_ENV: ScaledClock(TIME_SCALE, anchor_epoch_s=sandbox.clock.anchor_epoch_s).to_env()})
         args = ["--block", block_name, "--spin-up-in", str(SPIN_UP_IN_S)]
         try:
-            with _serving(args, env, folder / "serve.log") as proc:
+            with serving(args, env, folder / "serve.log") as proc:
                 state = Served(sandbox, block_name, block.spec.name, proc, folder / "serve.log",
                                prefect_server["PREFECT_API_URL"])
                 for name in (SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE):
-                    _wait_for(f"deployment {name}", lambda n=name: _has_deployment(n), timeout_s=120,
+                    _wait_for(f"deployment {name}", lambda n=name: has_deployment(n), timeout_s=120,
                               served=state)
                 # serve() creates a deployment's trigger automations after the deployment itself.
                 for name, triggers in ((ON_CHANGE, 2), (AFTER_CRASH, 1)):
@@ -254,32 +208,12 @@ def served(prefect_server, tmp_path_factory) -> Iterator[Served]:
                 _run_to_end(state, SPIN_DOWN, {"delete_cluster_too": True, "reason": "end of the e2e module"})
                 assert still_billing(sandbox.inventory()) == []
         finally:
-            _delete_deployments(SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE, "llm-janitor/sweep")
-
-
-def _delete_deployments(*names: str) -> None:
-    """Remove our deployments and their trigger automations: the server outlives this module."""
-    with get_client(sync_client=True) as client:
-        for name in names:
-            try:
-                deployment = client.read_deployment_by_name(name)
-            except Exception:  # noqa: BLE001 - never registered (serve() failed early)
-                continue
-            client.delete_resource_owned_automations(f"prefect.deployment.{deployment.id}")
-            client.delete_deployment(deployment.id)
+            delete_deployments(SPIN_UP, SPIN_DOWN, AFTER_CRASH, ON_CHANGE, "llm-janitor/sweep")
 
 
 def _automations(deployment: str) -> list:
     with get_client(sync_client=True) as client:
-        return client.read_resource_related_automations(f"prefect.deployment.{_deployment_id(deployment)}")
-
-
-def _has_deployment(name: str) -> bool:
-    try:
-        _deployment_id(name)
-        return True
-    except Exception:  # noqa: BLE001 - ObjectNotFound until serve() has registered it
-        return False
+        return client.read_resource_related_automations(f"prefect.deployment.{deployment_id(deployment)}")
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -297,7 +231,7 @@ def test_a_model_event_without_model_source_starts_no_run_and_says_why(served):
         if ours in {r["prefect.resource.id"] for r in e.get("related", [])}], timeout_s=60, served=served)
     # All Prefect says is this: hence the payload contract in deployments/events.py.
     assert failed[0]["payload"]["reason"] == "Unable to create flow run from deployment: InvalidJinja()"
-    assert [r for r in _runs(ON_CHANGE) if r.created >= emitted_at] == []
+    assert [r for r in runs_of(ON_CHANGE) if r.created >= emitted_at] == []
 
 
 def _events(served: Served, name: str, *, since: datetime) -> list[dict]:
@@ -309,7 +243,7 @@ def _events(served: Served, name: str, *, since: datetime) -> list[dict]:
 
 def test_a_schedule_fires_and_spins_the_stack_up(served):
     soon = lambda run: run.auto_scheduled and run.expected_start_time.timestamp() < time.time() + 90  # noqa: E731
-    run = _wait_for("the scheduled spin-up", lambda: next((r for r in _runs(SPIN_UP) if soon(r)), None),
+    run = _wait_for("the scheduled spin-up", lambda: next((r for r in runs_of(SPIN_UP) if soon(r)), None),
                     timeout_s=120, served=served)
     run = _final(served, run.id, expect="COMPLETED")
     assert run.parameters["stack"] == {"block_name": served.block_name}
@@ -381,16 +315,16 @@ def _spin_up_in_model_load(served: Served) -> FlowRun:
     response = _create_run(served, SPIN_UP)
     assert response.status_code == 201, response.text
     run_id = response.json()["id"]
-    _wait_for("the spin-up to wait for the model", lambda: _read_run(run_id).state_type.value == "RUNNING"
+    _wait_for("the spin-up to wait for the model", lambda: read_run(run_id).state_type.value == "RUNNING"
               and _ray_service(served) is not None and still_billing(served.sandbox.inventory()) == [POOL],
               timeout_s=180, served=served)
-    return _read_run(run_id)
+    return read_run(run_id)
 
 
 def _active_spin_ups() -> list[FlowRun]:
     """Spin-up runs running, waiting for a slot, or due within a minute (not next weekday's)."""
     soon = time.time() + 60
-    return [r for r in _runs(SPIN_UP) if r.state_type.value not in FINAL
+    return [r for r in runs_of(SPIN_UP) if r.state_type.value not in FINAL
             and (r.state_type.value != "SCHEDULED" or r.state_name == "AwaitingConcurrencySlot"
                  or r.expected_start_time.timestamp() < soon)]
 
