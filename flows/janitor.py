@@ -95,7 +95,7 @@ def _sweep_cluster(conn: Connections, cluster, known: list[LoadedStack], *, cloc
     if not other_stacks and stack not in {k.spec.name for k in known}:
         return {"cluster": cluster.name, "stack": stack, "action": "left alone",
                 "reason": f"stack {stack!r} is not one of the janitor's stacks (set other_stacks to sweep it)"}
-    verdict = judge(labels, now_s=clock.time(), run_state=_run_state(labels.get(owner.RUN_ID_KEY)))
+    verdict = _judge_now(labels, clock)
     finding = {"cluster": cluster.name, "stack": stack, "reason": verdict.reason, "action": "kept"}
     if not verdict.reclaim:
         return finding
@@ -120,7 +120,7 @@ def _reclaim_locked(conn: Connections, cluster_name: str, known: list[LoadedStac
     if cluster is None:
         return {"cluster": cluster_name, "stack": stack, "action": "gone", "reason": "deleted meanwhile"}
     labels = dict(cluster.resource_labels)
-    verdict = judge(labels, now_s=clock.time(), run_state=_run_state(labels.get(owner.RUN_ID_KEY)))
+    verdict = _judge_now(labels, clock)
     finding = {"cluster": cluster_name, "stack": stack, "reason": verdict.reason, "action": "kept"}
     if not verdict.reclaim:
         return finding
@@ -128,6 +128,11 @@ def _reclaim_locked(conn: Connections, cluster_name: str, known: list[LoadedStac
     errors = _reclaim(conn, spec, pools, clock=clock,
                       delete_cluster_too=spec.lifecycle.delete_cluster_on_teardown or not policy_known)
     return {**finding, "action": "reclaimed" if not errors else "failed", "pools": pools, "errors": errors}
+
+
+def _judge_now(labels: dict[str, str], clock: Clock) -> Verdict:
+    """Judge the labels now, with the state of the run they name read from the Prefect API."""
+    return judge(labels, now_s=clock.time(), run_state=_run_state(labels.get(owner.RUN_ID_KEY)))
 
 
 def _spec_for(scope: StackSpec, known: list[LoadedStack], *, stack: str, cluster_name: str) -> tuple[bool, StackSpec]:

@@ -19,8 +19,7 @@ from prefect.futures import wait
 from prefect.runtime import flow_run as current_run
 from pydantic import Field, StrictBool
 
-from blocks.errors import DriftError, RolloutFailed
-from blocks.render_gke import workload_identity_gap
+from blocks.errors import RolloutFailed
 from flows.connections import Connections
 from flows.locks import stack_lock
 from flows.spin_down import keep_reason, tear_down_after
@@ -80,11 +79,7 @@ def spin_up(conn: Connections, loaded: LoadedStack, timeline: Timeline, *, clock
     """The spin-up steps, in order and overlapped; returns the summary dict."""
     spec, labels = loaded.spec, {"lease_expiry_epoch_s": lease_expiry, "run_id": run_id}
     with timeline.phase("cluster"):
-        cluster = ensure_cluster(conn.gke, spec, clock=clock, **labels)
-        if cluster.live is not None and (gap := workload_identity_gap(spec, cluster.live)):
-            # A cluster kept from before may predate the gs:// model source: say what to run, before any
-            # GPU bills (the RayService would otherwise fail minutes later on a 403 from the bucket).
-            raise DriftError(gap)
+        ensure_cluster(conn.gke, spec, clock=clock, **labels)   # DriftError: a kept cluster lacks Workload Identity
     kube = conn.kube()
     pool_started = clock.time()
     pool = ensure_gpu_capacity.submit(conn.gke, spec, clock=clock, **labels)

@@ -13,8 +13,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from blocks.errors import DriftError
-from blocks.render_gke import workload_identity_gap
 from flows.connections import Connections
 from flows.stack_ref import StackRef, load_stack
 from tasks.clock import clock_from_env
@@ -32,9 +30,8 @@ def stage_weights(stack: StackRef) -> dict[str, Any]:
     log.info("staging %s into %s (stack %r)", spec.serving.staged_from, spec.serving.model_source, spec.name)
     lease_expiry = int(clock.time() + spec.lifecycle.lease_s)
     conn = Connections(loaded, clock)
-    cluster = ensure_cluster(conn.gke, spec, clock=clock, lease_expiry_epoch_s=lease_expiry, run_id=None)
-    if cluster.live is not None and (gap := workload_identity_gap(spec, cluster.live)):
-        raise DriftError(gap)      # the Job could not write to the bucket: say what to run first
+    # DriftError when a kept cluster lacks the Workload Identity the Job needs to write to the bucket.
+    ensure_cluster(conn.gke, spec, clock=clock, lease_expiry_epoch_s=lease_expiry, run_id=None)
     kube = conn.kube()
     result = ensure_staging_job(kube, spec)
     detail = "nothing to do" if result.action == "already complete" else wait_for_staging_job(kube, spec, clock=clock)

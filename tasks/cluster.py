@@ -26,7 +26,7 @@ from blocks.errors import (
     WaitTimedOut,
     only_transient_errors,
 )
-from blocks.render_gke import DEFAULT_POOL_NAME, create_cluster_request
+from blocks.render_gke import DEFAULT_POOL_NAME, create_cluster_request, workload_identity_gap
 from blocks.spec import StackSpec
 from tasks.clock import Clock, SystemClock
 from tasks.gateways.gke import ClusterRef, GkeGateway
@@ -146,8 +146,9 @@ def ensure_cluster(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None = No
     """Make the spec's cluster exist, RUNNING and matching the spec. Idempotent: a repeat call makes no writes.
 
     Waits (within `spec.timeouts.cluster_create_s` of `clock`) for any operation it starts or finds
-    in flight. Raises NotOursError, DriftError, OperationFailed, WaitTimedOut (permanent) or a
-    TransientError that a task retry resolves.
+    in flight. Raises NotOursError, DriftError (also when the cluster lacks the Workload Identity a gs://
+    model source needs), OperationFailed, WaitTimedOut (permanent) or a TransientError that a task retry
+    resolves.
     """
     clock, log, ref = clock or SystemClock(), run_logger(), cluster_ref(spec)
     desired = desired_cluster(spec, lease_expiry_epoch_s=lease_expiry_epoch_s, run_id=run_id)
@@ -157,6 +158,10 @@ def ensure_cluster(gke: GkeGateway, spec: StackSpec, *, clock: Clock | None = No
         live = gke.get_cluster(ref)                                               # observe
         plan = plan_cluster(live, desired, stack=spec.name, adopt_existing=spec.cluster.adopt_existing)
         if plan.action is Action.NOOP:
+            if gap := workload_identity_gap(spec, live):
+                # A cluster kept from before may predate a gs:// model source: say what to run, before
+                # any GPU bills (the Ray pods or the staging Job would fail later on a 403 from the bucket).
+                raise DriftError(gap)
             log.info("cluster %s: %s", ref.path, plan.reason)
             return EnsureResult(ref.name, tuple(steps) + (f"unchanged: {plan.reason}",), live)
         if clock.monotonic() > deadline:

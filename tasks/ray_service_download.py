@@ -81,13 +81,6 @@ def _number(value: object) -> float:
     return number if math.isfinite(number) else 0.0
 
 
-def worker_disk_used_gb(kube: KubeApi, namespace: str, cluster: str) -> float | None:
-    """Return the disk used on the cluster's fullest Ray worker (GB; each worker holds the weights it
-    loads), or None when it cannot be read."""
-    reading = read_workers(kube, namespace, cluster)
-    return None if reading is None else reading.disk_used_gb
-
-
 class DiskWatch:
     """Across looks, tell a growing download from a finished one (flat for `flat_after_s`), and time
     how long the disk has been flat while the replica is placed (`flat_s`, for stall detection)."""

@@ -253,9 +253,14 @@ def _engine_started(obs: Observation) -> bool:
 
 def replica_initializing(rs: Obj) -> bool:
     """Whether Serve reports a replica in its constructor (placed: downloading or loading). Pure."""
-    apps = _current_apps(rs.get("status") or {})
-    return any(INIT_WORDS in (dep.get("message") or "") for app in apps.values()
-               for dep in (app.get("serveDeploymentStatuses") or {}).values())
+    return bool(_initializing_deployments(rs))
+
+
+def _initializing_deployments(rs: Obj) -> list[str]:
+    """The Serve deployments whose replica Serve says is still initializing."""
+    return [name for app in _current_apps(rs.get("status") or {}).values()
+            for name, dep in (app.get("serveDeploymentStatuses") or {}).items()
+            if INIT_WORDS in (dep.get("message") or "")]
 
 
 def _stalled_download(rs: Obj, obs: Observation) -> str | None:
@@ -263,13 +268,12 @@ def _stalled_download(rs: Obj, obs: Observation) -> str | None:
     without both readings: a flat disk alone may be an engine loading from a streaming source."""
     if obs.download_stall_s is None or obs.disk is None or obs.disk_flat_s is None or obs.gpu_used_gb is None:
         return None
-    if obs.gpu_used_gb >= GPU_BUSY_GB or obs.disk_flat_s < obs.download_stall_s or not replica_initializing(rs):
+    initializing = _initializing_deployments(rs)
+    if obs.gpu_used_gb >= GPU_BUSY_GB or obs.disk_flat_s < obs.download_stall_s or not initializing:
         return None
-    deployments = [f"Serve deployment {d!r}" for app in _current_apps(rs.get("status") or {}).values()
-                   for d, dep in (app.get("serveDeploymentStatuses") or {}).items()
-                   if INIT_WORDS in (dep.get("message") or "")]
     return stall_message(disk_gb=obs.disk.used_gb, grown_gb=obs.disk_grown_gb, flat_s=obs.disk_flat_s,
-                         limit_s=obs.download_stall_s, deployment=deployments[0], source=_model_source(rs))
+                         limit_s=obs.download_stall_s, deployment=f"Serve deployment {initializing[0]!r}",
+                         source=_model_source(rs))
 
 
 def _model_source(rs: Obj) -> str | None:
