@@ -8,7 +8,9 @@ only these additions, each one a safety default:
   GPU pool, workers landing on the wrong GPU would fail only after the 20-30 minute model load;
 - when an HF token is configured: an `HF_TOKEN` env var from a `secretKeyRef` on head and workers
   (gated models need it on every node that downloads weights); the token itself never appears;
-- when configured: ephemeral-storage requests/limits and `upgradeStrategy`.
+- when configured: ephemeral-storage requests/limits and `upgradeStrategy`;
+- with `serving.prefetch_weights` (the default): the workers' Hugging Face cache is the node's hostPath
+  that the weights-prefetch DaemonSet fills while the GPU driver installs (blocks/render_prefetch.py).
 Everything that depends on parallelism (worker replicas, GPU limits, accelerator type, TP/PP) is derived
 from the same spec fields, so changing one keeps the manifest consistent.
 """
@@ -22,6 +24,7 @@ import yaml
 from pydantic import SecretStr
 
 from blocks.labels import owner_labels
+from blocks.render_prefetch import CACHE_VOLUME, RAY_HF_CACHE, node_cache_volume
 from blocks.spec import ResourcesSpec, StackSpec
 
 RAY_API_VERSION = "ray.io/v1"
@@ -117,11 +120,15 @@ def _worker_group(spec: StackSpec, hf_token: bool) -> dict[str, Any]:
                                  "resources": _resources(s.worker_resources, gpus=s.worker_gpus)}
     if hf_token:
         container["env"] = [_hf_token_env(spec)]
-    pod_spec = {
+    pod_spec: dict[str, Any] = {
         "containers": [container],
         "nodeSelector": {GKE_ACCELERATOR_LABEL: spec.gpu_pool.accelerator_type},
         "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
     }
+    if s.prefetch_weights:
+        # The node's cache that the weights-prefetch DaemonSet fills (blocks/render_prefetch.py).
+        container["volumeMounts"] = [{"name": CACHE_VOLUME, "mountPath": RAY_HF_CACHE}]
+        pod_spec["volumes"] = [node_cache_volume()]
     return {
         # Fixed size (min == max == replicas): pipeline parallelism needs every worker at once.
         "replicas": s.worker_replicas,

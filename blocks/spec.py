@@ -240,6 +240,10 @@ class ServingSpec(SpecModel):
     worker_group_name: K8sName = Field("gpu-group", description="Ray worker group name")
     upgrade_strategy: Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"] | None = Field(
         None, description="RayService upgradeStrategy.type; None = KubeRay's default (NewCluster)")
+    prefetch_weights: bool = Field(
+        True, description="download a Hugging Face model onto each GPU node while its GPU driver installs (a "
+                          "DaemonSet without GPUs; the Ray workers find it in their cache): minutes sooner to the "
+                          "answer. No effect for a gs:// source")
     allow_cluster_recreate: bool = Field(
         False, description="allow a change that makes KubeRay build a new Ray cluster (reloads the model)")
     hf_token_secret_name: K8sName = Field(

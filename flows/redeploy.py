@@ -18,6 +18,7 @@ from tasks.clock import clock_from_env
 from tasks.ray_service import ensure_ray_service
 from tasks.ray_service_wait import wait_for_ray_service_ready
 from tasks.validate_endpoint import validate_llm_endpoint
+from tasks.weights_prefetch import ensure_weights_prefetch
 
 LOCK_TIMEOUT_S = 3 * 3600
 # In the type, not in a Field default: Prefect enforces (and publishes) only the type's constraints.
@@ -49,6 +50,8 @@ def redeploy_llm(stack: StackRef,
             raise PermanentError(f"stack {spec.name!r}: cluster {spec.cluster.name!r} is not running; "
                                  "run serve-llm to spin it up instead of redeploying")
         applied = ensure_ray_service(kube, spec, hf_token=loaded.hf_token, clock=clock)
+        # A new model is copied onto the GPU nodes' cache too; the workers share it (never waited for).
+        ensure_weights_prefetch(kube, spec, hf_token=loaded.hf_token is not None)
         wait_for_ray_service_ready(kube, spec, clock=clock)
         report = validate_llm_endpoint(kube, spec, clock=clock)
     return {"stack": spec.name, "action": applied.action.value, "changed": applied.changed_paths,

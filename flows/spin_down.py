@@ -22,6 +22,7 @@ from tasks.clock import Clock, clock_from_env
 from tasks.cluster import delete_cluster
 from tasks.node_pool import delete_gpu_node_pool
 from tasks.ray_service import delete_ray_service
+from tasks.weights_prefetch import delete_weights_prefetch
 
 LOCK_TIMEOUT_S = 3 * 3600
 # Constraints go in the type: Prefect drops those of a `Field(...)` default from the parameter schema
@@ -71,6 +72,7 @@ def tear_down(conn: Connections, *, clock: Clock, delete_cluster_too: bool) -> d
             failures.append(f"{name}: {e}")
 
     step("ray_service_deleted", lambda: _delete_ray_service(conn, clock))
+    step("weights_prefetch_deleted", lambda: _delete_weights_prefetch(conn))
     step("gpu_node_pool_deleted", lambda: delete_gpu_node_pool(conn.gke, spec, clock=clock))
     if delete_cluster_too:
         step("cluster_deleted", lambda: delete_cluster(conn.gke, spec, clock=clock))
@@ -85,6 +87,11 @@ def _delete_ray_service(conn: Connections, clock: Clock) -> bool:
     if kube is None:
         return False  # no cluster (or no endpoint): nothing inside it to delete
     return delete_ray_service(kube, conn.stack.spec, clock=clock)
+
+
+def _delete_weights_prefetch(conn: Connections) -> bool:
+    kube = conn.kube()
+    return False if kube is None else delete_weights_prefetch(kube, conn.stack.spec)
 
 
 def keep_reason(run_parameters: dict[str, Any], spec) -> str | None:

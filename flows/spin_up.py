@@ -1,8 +1,9 @@
 """`serve_llm`: bring the stack up, prove it answers, and report; tear down on any failure.
 
-Order: cluster, then the GPU pool in parallel with the KubeRay operator and the RayService (pods wait
-for the GPU nodes, so nothing waits for the pool that does not need it), then the model load, then one
-real chat completion. Failure, cancellation and crash all lead to `teardown_llm` (see
+Order: cluster, then the GPU pool in parallel with the KubeRay operator, the RayService and the
+weights-prefetch DaemonSet (pods wait for the GPU nodes, so nothing waits for the pool that does not
+need it; the prefetch copies the weights onto each GPU node while its GPU driver installs), then the
+model load, then one real chat completion. Failure, cancellation and crash all lead to `teardown_llm` (see
 `flows.spin_down.tear_down_after`), unless the policy or `keep_on_failure` says to keep it.
 """
 
@@ -33,6 +34,7 @@ from tasks.kuberay_operator import ensure_kuberay_operator
 from tasks.ray_service import delete_ray_service, ensure_ray_service
 from tasks.ray_service_wait import PhaseBudgets, WaitSettings, wait_for_ray_service_ready
 from tasks.validate_endpoint import ValidationReport, validate_llm_endpoint
+from tasks.weights_prefetch import ensure_weights_prefetch
 
 # Longest gap between two looks of the load wait (seconds of the driven world). Pod-level fatal signs
 # (an ImagePullBackOff) do not touch the RayService the wait watches, so only a look finds them: 20 s
@@ -89,6 +91,9 @@ def spin_up(conn: Connections, loaded: LoadedStack, timeline: Timeline, *, clock
             ensure_kuberay_operator(kube, spec, clock=clock)
         with timeline.phase("ray-service"):
             ensure_ray_service(kube, spec, hf_token=loaded.hf_token, clock=clock, **labels)
+        with timeline.phase("weights-prefetch"):
+            # Applied before the GPU nodes exist: each node's copy starts the moment it registers.
+            ensure_weights_prefetch(kube, spec, hf_token=loaded.hf_token is not None)
         load_started = clock.time()
         # Watch the load while the pool is still being created: a fatal sign on the CPU node (the
         # head's ImagePullBackOff, say) then fails the run in about a minute, not after the pool's ~10.

@@ -120,6 +120,7 @@ SERVICE = Resource("v1", "Service", "services", True)
 NAMESPACE = Resource("v1", "Namespace", "namespaces", False)
 SERVICE_ACCOUNT = Resource("v1", "ServiceAccount", "serviceaccounts", True)
 DEPLOYMENT = Resource("apps/v1", "Deployment", "deployments", True)
+DAEMON_SET = Resource("apps/v1", "DaemonSet", "daemonsets", True)
 CRD = Resource("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False)
 CLUSTER_ROLE = Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False)
 CLUSTER_ROLE_BINDING = Resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding",
@@ -129,8 +130,8 @@ ROLE_BINDING = Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebind
 JOB = Resource("batch/v1", "Job", "jobs", True)
 
 KNOWN_RESOURCES = {(r.api_version, r.kind): r for r in (
-    RAY_SERVICE, RAY_CLUSTER, POD, EVENT, NODE, NAMESPACE, SECRET, SERVICE, SERVICE_ACCOUNT, DEPLOYMENT, CRD,
-    CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING, JOB)}
+    RAY_SERVICE, RAY_CLUSTER, POD, EVENT, NODE, NAMESPACE, SECRET, SERVICE, SERVICE_ACCOUNT, DEPLOYMENT, DAEMON_SET,
+    CRD, CLUSTER_ROLE, CLUSTER_ROLE_BINDING, ROLE, ROLE_BINDING, JOB)}
 
 
 def resource_of(manifest: dict[str, Any]) -> Resource:

@@ -73,6 +73,9 @@ def test_default_manifest_is_the_sample_plus_only_the_documented_additions():
         ("metadata", "namespace"),
         ("metadata", "labels"),
         (*WORKERS, "template", "spec", "nodeSelector"),
+        # serving.prefetch_weights (default on): the node cache the prefetch DaemonSet fills
+        (*WORKERS, "template", "spec", "volumes"),
+        (*WORKERS, "template", "spec", "containers", 0, "volumeMounts"),
     }
     assert rendered["metadata"]["namespace"] == "default"
     assert is_ours(rendered["metadata"]["labels"], "deepseek-r1")
