@@ -155,6 +155,7 @@ class AppRun:
     engine_s: float = 0.0
     nominal_download_s: float = 0.0           # the download's length had it not stalled
     stall_fraction: float | None = None       # fault stalled_download: the share downloaded, then nothing
+    node_downloads: list[Any] = field(default_factory=list)   # per worker: weights_cache.NodeDownload
     fail_message: str = ""                    # why the replica's constructor fails
     fail_at: float | None = None              # when Serve gives up on it (DEPLOY_FAILED)
     ever_running: bool = False

@@ -2,6 +2,12 @@
 
 Split from `rayserve.py` (which owns the config and the dashboard API); the functions here read the
 cluster's Ray worker pods from the store and compute app/deployment statuses as Ray Serve words them.
+
+The replica's weight download is per worker node (`weights_cache.NodeDownload`): a worker whose
+Hugging Face cache is a hostPath directory that a weights-prefetch pod fills with the same source
+downloads only the missing bytes, and while the copy runs its download ends when the copy ends (never
+later than its own). The replica's download lasts until the last worker's ends; it is recomputed on
+each refresh until it ends, so a copy that finishes, stops or stalls moves it.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from sandbox.kube import weights_cache
 from sandbox.kube.controllers.base import NODES, PODS, take_fault
 from sandbox.kube.controllers.resources import GPU, RAY_ACCELERATOR, parse_quantity
 
@@ -20,7 +27,8 @@ INF = math.inf
 
 
 def running_workers(ctx: ClusterContext, namespace: str, cluster: str) -> list[dict[str, Any]]:
-    """Ray worker pods of `cluster` whose container runs: name, uid, restarts, GPUs, accelerator."""
+    """Ray worker pods of `cluster` whose container runs: name, uid, restarts, GPUs, accelerator, and
+    `cache`: (node uid, host directory) of its Hugging Face cache (`weights_cache.cache_base`)."""
     pods, _ = ctx.store.list(PODS, namespace, f"ray.io/cluster={cluster},ray.io/node-type=worker")
     workers = []
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
@@ -32,7 +40,8 @@ def running_workers(ctx: ClusterContext, namespace: str, cluster: str) -> list[d
             continue
         gpus, accel = pod_gpus(ctx, pod)
         workers.append({"name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"],
-                        "restarts": int(containers[0].get("restartCount", 0)), "gpus": gpus, "accel": accel})
+                        "restarts": int(containers[0].get("restartCount", 0)), "gpus": gpus, "accel": accel,
+                        "cache": weights_cache.cache_base(ctx, pod, pod["spec"]["containers"][0])})
     return workers
 
 
@@ -59,37 +68,69 @@ def place_replica(serve: RayServe, run: AppRun, workers: list[dict[str, Any]], n
     if run.replica_at is not None and key != run.replica_key:
         run.replica_at, run.replica_key, run.lost, run.quick = None, frozenset(), True, False
     if run.replica_at is None and key:
-        _start_replica(serve, run, key, now)
-    if run.replica_at is not None and now >= run.replica_at + run.download_s:
-        serve.downloaded.add((run.llms[0].source, frozenset(uid for uid, _, _ in run.replica_key)))
+        _start_replica(serve, run, key, chosen, now)
+    if run.replica_at is not None:
+        _follow_download(serve, run, now)
 
 
-def _start_replica(serve: RayServe, run: AppRun, key: frozenset, now: float) -> None:
+def _start_replica(serve: RayServe, run: AppRun, key: frozenset, chosen: list[dict[str, Any]], now: float) -> None:
     kube = serve.ctx.profile.get("kube", {})
     llm = run.llms[0]
     run.replica_at, run.replica_key, run.fail_message = now, key, ""
-    run.fail_at = None
+    run.fail_at, run.node_downloads = None, []
     if llm.size_gb is None:
         run.download_s, run.engine_s = 0.0, INF
         run.fail_message = _hf_not_found(llm.source)
         run.fail_at = now + float(kube.get("constructor_failure_s", 45))
         return
+    size = llm.size_gb * 1e9
     cached = (llm.source, frozenset(uid for uid, _, _ in key)) in serve.downloaded
-    rate = (kube.get("gcs_download_mb_per_s", 2000) if llm.source.startswith("gs://")
-            else kube.get("weight_download_mb_per_s", 600))
-    download = 0.0 if cached else llm.size_gb * 1000 / float(rate)
+    download = 0.0 if cached else size / weights_cache.download_bytes_per_s(serve.ctx.profile, llm.source)
     if slow := take_fault(serve.ctx.faults, "slow_download", key="model_id", value=llm.model_id):
         download *= float(slow.get("factor", 3))
     run.nominal_download_s, run.stall_fraction = download, None
-    if stall := take_fault(serve.ctx.faults, "stalled_download", key="model_id", value=llm.model_id):
+    caches = weights_cache.node_caches(serve.ctx)
+    run.node_downloads = [weights_cache.node_download(caches, w, llm.source, size, download, now) for w in chosen]
+    # Nothing missing on any node (a complete prefetch, or the re-deploy cache): no download to stall.
+    if any(d.own_s > 0 for d in run.node_downloads) and (
+            stall := take_fault(serve.ctx.faults, "stalled_download", key="model_id", value=llm.model_id)):
         run.stall_fraction = stall_fraction(stall)
-        download = INF
-    run.download_s = download
+        for node in run.node_downloads:
+            node.own_s = INF if node.own_s > 0 else 0.0
+    run.download_s = _download_s(serve, run)
     run.engine_s = (llm.size_gb * 1000 / float(kube.get("weight_load_mb_per_s", 2500))
                     + float(kube.get("engine_warmup_s", 180)))
     if take_fault(serve.ctx.faults, "deploy_failed", key="model_id", value=llm.model_id):
         run.fail_message = _engine_error(llm.model_id)
-        run.fail_at = now + download + float(kube.get("constructor_failure_s", 45))
+        run.fail_at = now + run.download_s + float(kube.get("constructor_failure_s", 45))
+
+
+def _download_s(serve: RayServe, run: AppRun) -> float:
+    """How long the replica's download lasts: until the last of its workers' downloads ends."""
+    caches = weights_cache.node_caches(serve.ctx)
+    ends = [node.ends_at(caches, run.replica_at) for node in run.node_downloads]
+    return max(ends, default=run.replica_at) - run.replica_at
+
+
+def _follow_download(serve: RayServe, run: AppRun, now: float) -> None:
+    """Move the download's end with the node caches until it ends; then record the weights as present
+    (the re-deploy cache, and each worker's hostPath cache directory)."""
+    llm = run.llms[0]
+    present = (llm.source, frozenset(uid for uid, _, _ in run.replica_key))
+    if present in serve.downloaded:
+        return
+    if run.node_downloads:
+        run.download_s = _download_s(serve, run)
+        if run.fail_message and llm.size_gb is not None:
+            kube = serve.ctx.profile.get("kube", {})
+            run.fail_at = run.replica_at + run.download_s + float(kube.get("constructor_failure_s", 45))
+    if now < run.replica_at + run.download_s:
+        return
+    serve.downloaded.add(present)
+    caches = weights_cache.node_caches(serve.ctx)
+    for node in run.node_downloads:
+        if node.key is not None:
+            caches.complete(node.key, (llm.size_gb or 0) * 1e9, run.replica_at + run.download_s)
 
 
 def app_status(serve: RayServe, run: AppRun, now: float) -> dict[str, Any]:
@@ -232,7 +273,7 @@ def node_summary(serve: RayServe) -> list[dict[str, Any]]:
         head = (pod["metadata"].get("labels") or {}).get("ray.io/node-type") == "head"
         total = float(kube.get("ray_head_disk_gb" if head else "ray_worker_disk_gb", 100 if head else 6000)) * 1e9
         used = float(kube.get("image_sizes_gb", {}).get("rayproject/ray-llm", 10.5)) * 1e9
-        used += 0 if head else _downloaded_bytes(serve, uid, now)
+        used += 0 if head else _downloaded_bytes(serve, pod, now)
         nodes.append({"hostname": pod["metadata"]["name"], "ip": status.get("podIP", ""),
                       "raylet": {"nodeId": uid.replace("-", "")[:28], "state": "ALIVE",
                                  "isHeadNode": head, "nodeManagerAddress": status.get("podIP", "")},
@@ -242,17 +283,28 @@ def node_summary(serve: RayServe) -> list[dict[str, Any]]:
     return nodes
 
 
-def _downloaded_bytes(serve: RayServe, uid: str, now: float) -> float:
+def _downloaded_bytes(serve: RayServe, pod: dict[str, Any], now: float) -> float:
+    """Weights on the worker's disk: the replica's download progress, or what its node's cache
+    directory holds of the model if that is more (a prefetch copy under way or done)."""
+    uid = pod["metadata"]["uid"]
+    caches = weights_cache.node_caches(serve.ctx)
     run = _run_on(serve, uid)
-    if run is None:
-        return 0.0
+    if run is None:   # no replica here yet: what the cache holds of the models Serve was asked for
+        base = weights_cache.cache_base(serve.ctx, pod, pod["spec"]["containers"][0])
+        fills = [caches.get((base[0], base[1], weights_cache.normalized(llm.source))) if base else None
+                 for app in serve.apps.values() for llm in app.llms]
+        return max((f.bytes_at(now) for f in fills if f is not None), default=0.0)
     size = (run.llms[0].size_gb or 0) * 1e9
     if (run.llms[0].source, frozenset(u for u, _, _ in run.replica_key)) in serve.downloaded:
         return size
-    share = 1.0 if run.stall_fraction is None else run.stall_fraction
-    if run.nominal_download_s <= 0:
-        return size * share
-    return size * min(share, (now - run.replica_at) / run.nominal_download_s)
+    node = next((d for d in run.node_downloads if d.pod_uid == uid), None)
+    cached = node.cached if node is not None else 0.0
+    fill = caches.get(node.key) if node is not None else None
+    cap = size if run.stall_fraction is None else max(cached, run.stall_fraction * size)
+    if fill is not None and fill.runner is not None and fill.limit < fill.size:
+        cap = min(cap, max(cached, fill.limit))      # blocked behind the stalled copy's lock
+    own = size if run.nominal_download_s <= 0 else cached + size * (now - run.replica_at) / run.nominal_download_s
+    return max(min(cap, own), fill.bytes_at(now) if fill is not None else 0.0)
 
 
 def _run_on(serve: RayServe, uid: str) -> AppRun | None:

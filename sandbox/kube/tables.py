@@ -101,7 +101,17 @@ _BUILTIN_COLUMNS: dict[str, list[Column]] = {
                 ("Cluster-IP", "string", lambda s: _path(s, ".spec.clusterIP")),
                 ("External-IP", "string", lambda s: "<none>"), ("Port(s)", "string", _service_ports), AGE],
     "Namespace": [NAME, ("Status", "string", lambda n: _path(n, ".status.phase")), AGE],
+    "DaemonSet": [NAME, *[(title, "integer", lambda d, p=path: _path(d, p) or 0) for title, path in (
+        ("Desired", ".status.desiredNumberScheduled"), ("Current", ".status.currentNumberScheduled"),
+        ("Ready", ".status.numberReady"), ("Up-to-date", ".status.updatedNumberScheduled"),
+        ("Available", ".status.numberAvailable"))],
+        ("Node Selector", "string", lambda d: _node_selector(d)), AGE],
 }
+
+
+def _node_selector(ds: dict[str, Any]) -> str:
+    selector = _path(ds, ".spec.template.spec.nodeSelector") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"
 
 
 def _columns(rtype: ResourceType, now: float) -> list[Any]:

@@ -1,7 +1,7 @@
 """Simulated Kubernetes controllers of one cluster, run on the sandbox's scaled clock.
 
 `CONTROLLERS` lists the classes the cluster runtime instantiates (no arguments) and starts with its
-`ClusterContext`: node faults, the scheduler, the kubelets, Deployments/ReplicaSets, and the KubeRay
+`ClusterContext`: node faults, the scheduler, the kubelets, Deployments/ReplicaSets, DaemonSets, and the KubeRay
 operator's RayCluster and RayService controllers. Garbage collection by ownerReferences is the API
 server's `deletion.Deleter` (it also runs graceful pod deletion), started with the API server. Nodes themselves come
 from `nodes.add_node_pool_nodes` / `remove_node_pool_nodes`, called when GKE node pools change.
@@ -25,6 +25,7 @@ Faults (`ctx.faults`, i.e. `POST /_sandbox/faults`), each documented where it ac
 
 from __future__ import annotations
 
+from sandbox.kube.controllers.daemonsets import DaemonSetController
 from sandbox.kube.controllers.deployments import DeploymentController
 from sandbox.kube.controllers.jobs import JobController
 from sandbox.kube.controllers.kubelet import Kubelet
@@ -56,6 +57,7 @@ CONTROLLERS: list[type] = [
     Scheduler,
     Kubelet,
     DeploymentController,
+    DaemonSetController,
     RayClusterController,
     RayServiceController,
     JobController,

@@ -1,7 +1,7 @@
 """What the simulated containers do once started: the programs behind the images we know.
 
 The kubelet asks here how long an image takes to pull, when init containers finish, when a
-container is Ready, and whether it will crash. Three programs are known:
+container is Ready, and whether it will crash. Four programs are known:
 - the KubeRay operator (`quay.io/kuberay/operator`): Ready after its readiness probe's initial delay;
   exits 1 after the informer cache-sync timeout when a RayCluster/RayJob/RayService CRD is missing
   (kuberay#538, #1552) or shortly after start under fault `operator_crashloop`;
@@ -9,7 +9,10 @@ container is Ready, and whether it will crash. Three programs are known:
   API lives) and, once Serve runs, the proxy on 8000;
 - a Ray worker: init container `wait-gcs-ready` waits for the head; Ready only when a Serve proxy
   runs on it (a RayService worker's readiness probe checks `:8000/-/healthz`), so with PP across two
-  nodes one worker stays unready forever, as upstream (kuberay#2552).
+  nodes one worker stays unready forever, as upstream (kuberay#2552);
+- the weights prefetch (a container with env `PREFETCH_SOURCE`, see `weights_cache.py`): copies the
+  model into its node's hostPath cache from its start, Ready once the copy is complete, running on
+  afterwards; an unknown model exits 1 after `crash_after_s` (Hugging Face's 404).
 Any other container is Ready after its readiness probe's `initialDelaySeconds`.
 """
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.kube import rayserve
+from sandbox.kube import rayserve, weights_cache
 from sandbox.kube.context import ClusterContext
 from sandbox.kube.controllers.base import PODS, take_fault
 from sandbox.kube.controllers.events import forget_events
@@ -35,6 +38,7 @@ def attach(ctx: ClusterContext, kick: Callable[[], None]) -> None:
 def detach(ctx: ClusterContext) -> None:
     """The cluster's kubelets stopped: its Ray processes and recorded events go with it."""
     rayserve.forget_registry(ctx)
+    weights_cache.forget_caches(ctx)
     forget_events(ctx)
 
 
@@ -87,6 +91,9 @@ def crash_plan(ctx: ClusterContext, pod: dict[str, Any]) -> tuple[float, str, in
         if missing_crds(ctx):
             return float(kube.get("operator_cache_sync_timeout_s", 120)), "Error", 1
         return None
+    prefetch = weights_cache.prefetch_container(pod)
+    if prefetch is not None and rayserve.model_size_gb(weights_cache.source_of(prefetch), ctx.profile) is None:
+        return float(kube.get("crash_after_s", 20)), "Error", 1
     kind = node_type(pod)
     if take_fault(ctx.faults, "crashloop", key="pod_prefix", value=name, applies=lambda f: is_ray_pod(pod),
                   node_type=kind):
@@ -98,7 +105,10 @@ def crash_plan(ctx: ClusterContext, pod: dict[str, Any]) -> tuple[float, str, in
 
 
 def started(ctx: ClusterContext, pod: dict[str, Any], pod_ip: str) -> None:
-    if _is_ray(pod, "head"):
+    if weights_cache.prefetch_container(pod) is not None:
+        weights_cache.node_caches(ctx).start(pod, ctx.clock.elapsed_s())
+        rayserve.serve_registry(ctx).changed()
+    elif _is_ray(pod, "head"):
         rayserve.serve_registry(ctx).head_started(pod, pod_ip)
     elif _is_ray(pod, "worker"):
         rayserve.serve_registry(ctx).changed()
@@ -107,6 +117,7 @@ def started(ctx: ClusterContext, pod: dict[str, Any], pod_ip: str) -> None:
 def stopped(ctx: ClusterContext, pod: dict[str, Any]) -> None:
     meta = pod["metadata"]
     ctx.pod_ports.close(meta.get("namespace"), meta["name"])
+    weights_cache.node_caches(ctx).stop(meta.get("uid", ""), ctx.clock.elapsed_s())
     rayserve.serve_registry(ctx).pod_stopped(meta.get("namespace"), meta["name"])
 
 
@@ -119,6 +130,8 @@ def readiness(ctx: ClusterContext, pod: dict[str, Any], container: dict[str, Any
         delay = max(delay, float(ctx.profile.get("kube", {}).get("ray_head_start_s", 15)))
     if since_start_s < delay:
         return False, delay - since_start_s
+    if weights_cache.env_of(container).get(weights_cache.SOURCE_ENV):
+        return _prefetch_readiness(ctx, pod, container)
     if _is_ray(pod, "worker") and _in_rayservice(pod):
         meta = pod["metadata"]
         hosts = rayserve.serve_registry(ctx).proxy_pods(meta.get("namespace"), _cluster(pod))
@@ -132,7 +145,23 @@ def reports_unready(pod: dict[str, Any]) -> bool:
 
 
 def next_change_in(ctx: ClusterContext) -> float | None:
-    return rayserve.serve_registry(ctx).next_change_in()
+    waits = [rayserve.serve_registry(ctx).next_change_in(),
+             weights_cache.node_caches(ctx).next_change_in(ctx.clock.elapsed_s())]
+    return min((w for w in waits if w is not None), default=None)
+
+
+def _prefetch_readiness(ctx: ClusterContext, pod: dict[str, Any],
+                        container: dict[str, Any]) -> tuple[bool, float | None]:
+    """Ready once the copy into the node's cache is complete (the probe's `.done` marker exists)."""
+    key = weights_cache.pod_cache_key(ctx, pod, container, weights_cache.source_of(container))
+    fill = weights_cache.node_caches(ctx).get(key)
+    if fill is None:
+        return False, None
+    now = ctx.clock.elapsed_s()
+    if fill.bytes_at(now) >= fill.size:
+        return True, None
+    ends = fill.ends_at()
+    return False, (ends - now if ends != weights_cache.INF else None)
 
 
 def qos_class(pod: dict[str, Any]) -> str:

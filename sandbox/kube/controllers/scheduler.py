@@ -61,7 +61,8 @@ def tolerates(pod: dict[str, Any], taint: dict[str, Any]) -> bool:
 
 
 def matches_node_affinity(pod: dict[str, Any], node: dict[str, Any]) -> bool:
-    """nodeSelector and required node affinity (terms ORed, expressions ANDed)."""
+    """nodeSelector and required node affinity (terms ORed; a term's matchExpressions on labels and
+    matchFields on `metadata.name`, the only field the API accepts there, ANDed)."""
     labels = node["metadata"].get("labels") or {}
     spec = pod.get("spec") or {}
     if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
@@ -69,7 +70,9 @@ def matches_node_affinity(pod: dict[str, Any], node: dict[str, Any]) -> bool:
     required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
     terms = required.get("nodeSelectorTerms") or []
+    fields = {"metadata.name": node["metadata"].get("name", "")}
     return not terms or any(all(_expression_holds(e, labels) for e in t.get("matchExpressions") or [])
+                            and all(_expression_holds(f, fields) for f in t.get("matchFields") or [])
                             for t in terms)
 
 
