@@ -29,6 +29,19 @@ def test_the_critical_path_adds_the_unoverlappable_chain_of_the_realistic_profil
     assert 30 * 60 < cold < 50 * 60        # the guide's ~40 minutes, from the sourced durations
 
 
+def test_the_prefetch_takes_the_download_off_the_chain_while_the_driver_installs():
+    kube = PROFILE["kube"]
+    without = critical_path_s(PROFILE, size_gb=SIZE_GB, warm=True, staged=False)
+    with_prefetch = critical_path_s(PROFILE, size_gb=SIZE_GB, warm=True, staged=False, prefetch=True)
+    # The download (~16 min) outlasts the driver (4.5 min): the driver install and the worker's init
+    # step come off the chain (the prefetch pod's image mount takes the place of the worker's).
+    assert without - with_prefetch == pytest.approx(kube["gpu_driver_install_s"] + kube["init_container_s"])
+    # A model smaller than what the driver's minutes download is all there when the worker starts.
+    small = critical_path_s(PROFILE, size_gb=1.0, warm=True, staged=False, prefetch=True)
+    assert small == pytest.approx(critical_path_s(PROFILE, size_gb=1.0, warm=True, staged=False)
+                                  - kube["image_streaming_start_s"] - 1000 / kube["weight_download_mb_per_s"])
+
+
 def test_gpu_node_seconds_come_from_the_meter_rows_of_one_pool():
     report = {"pools": [
         {"cluster": "p/us-east5-a/a", "pool": "gpu-node-pool", "gpu_node_seconds": 100.0},
