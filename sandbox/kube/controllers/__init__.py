@@ -18,8 +18,8 @@ Faults (`ctx.faults`, i.e. `POST /_sandbox/faults`), each documented where it ac
 | `unschedulable`, `no_gpu_capacity` | - | another team's pods take every GPU: PodScheduled=False Insufficient nvidia.com/gpu | scheduler |
 | `node_lost` | node_prefix?, times? | node removed, its pods failed and replaced | nodes |
 | `deploy_failed` | model_id? | app/deployment DEPLOY_FAILED with a traceback | rayserve |
-| `slow_download` | factor, model_id? | app DEPLOYING longer | rayserve |
-| `stalled_download` | at_fraction? (default 0.4), model_id? | app DEPLOYING forever, worker disk flat, GPUs idle | rayserve |
+| `slow_download` | factor, model_id? | app DEPLOYING longer; a weights prefetch copies slower | rayserve, weights_cache |
+| `stalled_download` | at_fraction? (default 0.4), model_id? | app DEPLOYING forever, worker disk flat, GPUs idle; a prefetch stops there, never Ready | rayserve, weights_cache |
 | `wrong_answer` / `slow_answer` | - / seconds | wrong box order / added latency | rayserve_openai |
 """
 

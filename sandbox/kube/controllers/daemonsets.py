@@ -102,11 +102,12 @@ class DaemonSetController(Reconciler):
     watches = (DAEMONSETS, NODES, PODS)
 
     def reconcile(self) -> None:
+        daemonsets = [d for d in self.ctx.store.list(DAEMONSETS)[0] if not d["metadata"].get("deletionTimestamp")]
+        if not daemonsets:
+            return   # a terminating one's pods are the garbage collector's; none: spare the timer thread
         nodes, _ = self.ctx.store.list(NODES)
         pods, _ = self.ctx.store.list(PODS)
-        for ds in self.ctx.store.list(DAEMONSETS)[0]:
-            if ds["metadata"].get("deletionTimestamp"):
-                continue   # the garbage collector deletes its pods
+        for ds in daemonsets:
             owned = [p for p in pods if owned_by(p, ds)
                      and not (_terminal(p) and p["metadata"].get("deletionTimestamp"))]
             self._sync(ds, nodes, owned)
