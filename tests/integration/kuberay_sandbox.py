@@ -154,8 +154,11 @@ def operator_sandbox(time_scale: float) -> Iterator[KubeSandbox]:
 
 
 def reset_scenario(box: KubeSandbox) -> None:
-    """After a scenario: no faults, and the RayService with its cluster and pods gone."""
+    """After a scenario: no faults, the RayService with its cluster and pods gone, and the nodes' weight
+    caches empty (a worker's download into the hostPath cache would otherwise serve the next scenario)."""
+    from sandbox.kube.weights_cache import forget_caches
     from tasks.ray_service import delete_ray_service
 
     box.ctx.faults.clear()
     delete_ray_service.fn(box.kube, stack_spec(), clock=box.clock, timeout_s=3600)
+    forget_caches(box.ctx)
