@@ -4,8 +4,8 @@ Split from `rayserve.py` (which owns the config and the dashboard API); the func
 cluster's Ray worker pods from the store and compute app/deployment statuses as Ray Serve words them.
 
 The replica's weight download is per worker node (`weights_cache.NodeDownload`): a worker whose
-Hugging Face cache is a hostPath directory that a weights-prefetch pod fills with the same source
-downloads only the missing bytes, and while the copy runs its download ends when the copy ends (never
+Hugging Face cache is a hostPath directory that a weights-prefetch pod fills with the same (Hugging
+Face) source downloads only the missing bytes, and while the copy runs its download ends when the copy ends (never
 later than its own). The replica's download lasts until the last worker's ends; it is recomputed on
 each refresh until it ends, so a copy that finishes, stops or stalls moves it.
 """

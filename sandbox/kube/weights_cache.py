@@ -19,7 +19,8 @@ source): `slow_download {factor}` slows the copy, `stalled_download {at_fraction
 at that share of the weights. An unknown model (size None) makes the container exit 1 (Hugging
 Face's 404), see `programs.crash_plan`.
 
-A Ray worker whose cache is such a directory (`NodeDownload`) downloads only what is missing when it
+A Ray worker whose cache is such a directory (`NodeDownload`) and whose source is a Hugging Face repo
+(gs:// mirrors are always fetched in full, see `node_download`) downloads only what is missing when it
 starts; while a copy runs there, the two share files and NIC: the worker's download on that node ends
 when the copy ends, never later than its own download of the missing bytes would. When the worker's
 download completes, the directory holds the whole model.
@@ -172,9 +173,13 @@ class NodeDownload:
 
 def node_download(caches: NodeCaches, worker: dict[str, Any], source: str, size: float, full_s: float,
                   now: float) -> NodeDownload:
-    """The download a replica's worker (a `running_workers` entry) makes, given its node's cache."""
+    """The download a replica's worker (a `running_workers` entry) makes, given its node's cache.
+
+    Only Hugging Face sources use the cache: Ray Serve LLM's cloud downloader fetches every file of a
+    gs:// mirror whether it is on disk or not (as blocks/render_prefetch.py reads ray.llm's
+    `CloudFileSystem.download_files`), so a gs:// worker downloads in full and leaves no record."""
     base = worker.get("cache")
-    key = (base[0], base[1], normalized(source)) if base else None
+    key = (base[0], base[1], normalized(source)) if base and not source.startswith("gs://") else None
     fill = caches.get(key)
     cached = min(size, fill.bytes_at(now)) if fill is not None else 0.0
     own = full_s * (1 - cached / size) if size > 0 else 0.0

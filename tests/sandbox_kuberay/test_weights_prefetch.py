@@ -40,6 +40,8 @@ MODEL = "deepseek-ai/DeepSeek-R1"
 SIZE = 688e9                                   # realistic profile: models[DeepSeek-R1] GB
 RATE = 700e6                                   # realistic profile: weight_download_mb_per_s
 FULL_S = SIZE / RATE                           # 982.9 s
+GCS_RATE = 2000e6                              # realistic profile: gcs_download_mb_per_s
+GS_MIRROR = f"gs://my-weights/models/{MODEL}"
 IMAGE_GB = 10.5
 DRIVER_S = 270                                 # realistic profile: gpu_driver_install_s
 JITTER_S = 40.0                                # simulated seconds of polling/scheduling slack
@@ -82,9 +84,10 @@ def prefetch_ds(source: str = MODEL, model_id: str = "deepseek") -> dict[str, An
                          "containers": [container]}}}}
 
 
-def rayservice(*, mount: bool = True) -> dict[str, Any]:
-    """The guide's sample; with `mount`, its workers' HF cache is the prefetch's hostPath."""
+def rayservice(*, mount: bool = True, source: str = MODEL) -> dict[str, Any]:
+    """The guide's sample serving `source`; with `mount`, its workers' HF cache is the prefetch's hostPath."""
     service = sample_rayservice()
+    service["spec"]["serveConfigV2"] = service["spec"]["serveConfigV2"].replace(f'"{MODEL}"', f'"{source}"')
     spec = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
     if mount:
         spec.setdefault("volumes", []).append({"name": "hf-cache", "hostPath": {"path": HOST_PATH,
@@ -94,10 +97,10 @@ def rayservice(*, mount: bool = True) -> dict[str, Any]:
     return copy.deepcopy(service)
 
 
-def start_serving(sim, *, mount: bool = True) -> None:
+def start_serving(sim, *, mount: bool = True, source: str = MODEL) -> None:
     install_crds(sim)
     install_operator(sim)
-    sim.store.create(RAYSERVICES, rayservice(mount=mount))
+    sim.store.create(RAYSERVICES, rayservice(mount=mount, source=source))
 
 
 def prefetch_pods(sim) -> list[dict[str, Any]]:
@@ -114,7 +117,7 @@ def fills(sim) -> dict[str, Any]:
     caches = node_caches(sim.ctx)
     result = {}
     for uid, name in nodes.items():
-        for source in (MODEL, "Qwen/Qwen2.5-7B-Instruct"):
+        for source in (MODEL, "Qwen/Qwen2.5-7B-Instruct", GS_MIRROR):
             fill = caches.get((uid, HOST_PATH, source))
             if fill is not None:
                 result[name] = fill
@@ -198,16 +201,18 @@ def test_a_worker_that_starts_mid_copy_ends_its_download_when_the_copy_ends(sim)
     assert sim.ctx.clock.elapsed_s() == pytest.approx(copy_end + run.engine_s, abs=JITTER_S + 35)
 
 
-@pytest.mark.parametrize(("mount", "source"), [(False, MODEL), (True, "Qwen/Qwen2.5-7B-Instruct")],
-                         ids=["worker-without-the-mount", "prefetch-of-another-model"])
-def test_without_the_shared_cache_of_the_same_model_the_worker_downloads_in_full(sim, mount, source):
+@pytest.mark.parametrize(("mount", "source", "served", "full_s"), [
+    (False, MODEL, MODEL, FULL_S), (True, "Qwen/Qwen2.5-7B-Instruct", MODEL, FULL_S),
+    (True, GS_MIRROR, GS_MIRROR, SIZE / GCS_RATE)],
+    ids=["worker-without-the-mount", "prefetch-of-another-model", "gs-mirror-fetched-in-full"])
+def test_without_the_shared_cache_of_the_same_model_the_worker_downloads_in_full(sim, mount, source, served, full_s):
     add_guide_nodes(sim)
     sim.store.create(DAEMONSETS, prefetch_ds(source=source, model_id="other"))
     sim.wait_for(lambda: (ps := prefetch_pods(sim)) and len(ps) == 2 and all(is_ready(p) for p in ps),
                  what="prefetch complete", timeout_s=30)
-    start_serving(sim, mount=mount)
+    start_serving(sim, mount=mount, source=served)
     _, run = placed_run(sim)
-    assert run.download_s == pytest.approx(FULL_S)
+    assert run.download_s == pytest.approx(full_s)
 
 
 def test_an_interrupted_copy_keeps_its_bytes_and_the_next_pod_resumes(sim):
