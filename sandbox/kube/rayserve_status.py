@@ -128,9 +128,12 @@ def _follow_download(serve: RayServe, run: AppRun, now: float) -> None:
         return
     serve.downloaded.add(present)
     caches = weights_cache.node_caches(serve.ctx)
-    for node in run.node_downloads:
-        if node.key is not None:
-            caches.complete(node.key, (llm.size_gb or 0) * 1e9, run.replica_at + run.download_s)
+    shared = [node.key for node in run.node_downloads if node.key is not None]
+    for key in shared:
+        caches.complete(key, (llm.size_gb or 0) * 1e9, run.replica_at + run.download_s)
+    if shared:
+        from sandbox.kube.rayserve import serve_registry
+        serve_registry(serve.ctx).changed()     # a prefetch pod there may be Ready now
 
 
 def app_status(serve: RayServe, run: AppRun, now: float) -> dict[str, Any]:

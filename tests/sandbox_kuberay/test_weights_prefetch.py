@@ -306,3 +306,18 @@ def test_a_slow_download_slows_the_copy_and_an_unknown_model_crashes_the_pod(sim
                                          if container_state(p).get("restartCount", 0) >= 1), None),
                            what="the unknown model's pod restarting", timeout_s=30)
     assert container_state(crashed)["lastState"]["terminated"]["exitCode"] == 1
+
+
+def test_a_worker_that_outruns_a_slowed_copy_completes_the_cache_and_the_prefetch_turns_ready(sim):
+    sim.ctx.faults.add({"kind": "slow_download", "factor": 3, "times": 2})     # the two copies take it
+    add_guide_nodes(sim)
+    sim.store.create(DAEMONSETS, prefetch_ds())
+    start_serving(sim)
+    started = copying(sim)
+    _, run = placed_run(sim)
+    slowed_end = min(f.ends_at() for f in started.values())
+    assert run.nominal_download_s == pytest.approx(FULL_S)                   # the worker is not slowed
+    assert run.replica_at + run.download_s < slowed_end - 1000
+    sim.wait_for(lambda: (ps := prefetch_pods(sim)) and all(is_ready(p) for p in ps), what="prefetch Ready",
+                 timeout_s=30)
+    assert sim.ctx.clock.elapsed_s() == pytest.approx(run.replica_at + run.download_s, abs=JITTER_S)
