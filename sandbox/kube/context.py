@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from sandbox.clock import ScaledClock
 from sandbox.faults import Faults
@@ -106,6 +106,34 @@ class ClusterContext:
     faults: Faults
     pod_ports: PodPorts = field(default_factory=PodPorts)
     pod_logs: PodLogs = field(default_factory=PodLogs)
+
+
+T = TypeVar("T")
+
+
+class PerCluster(Generic[T]):
+    """State kept beside a cluster's controllers, one value per live ClusterContext (made on first use).
+
+    Keyed by the context's id and checked by identity, so a new cluster that reuses a freed id starts fresh.
+    """
+
+    def __init__(self, make: Callable[[ClusterContext], T]):
+        self._make = make
+        self._lock = threading.Lock()
+        self._values: dict[int, tuple[ClusterContext, T]] = {}
+
+    def get(self, ctx: ClusterContext) -> T:
+        with self._lock:
+            entry = self._values.get(id(ctx))
+            if entry is None or entry[0] is not ctx:
+                entry = self._values[id(ctx)] = (ctx, self._make(ctx))
+            return entry[1]
+
+    def forget(self, ctx: ClusterContext) -> None:
+        with self._lock:
+            entry = self._values.get(id(ctx))
+            if entry is not None and entry[0] is ctx:
+                del self._values[id(ctx)]
 
 
 class Controller(Protocol):

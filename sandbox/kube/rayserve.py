@@ -38,7 +38,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.kube.context import ClusterContext, HttpRequest, HttpResponse
+from sandbox.kube.context import ClusterContext, HttpRequest, HttpResponse, PerCluster
 
 DASHBOARD_PORT, SERVE_PORT = 8265, 8000
 SERVE_API = "/api/serve/applications/"
@@ -46,25 +46,17 @@ LLM_IMPORT_PATHS = ("ray.serve.llm:build_openai_app",)
 NEW_NAMES_FROM = (2, 49)   # Ray Serve LLM renamed LLMDeployment/LLMRouter (ray PR #57181 and before)
 SLOW_MESSAGE_AFTER_S = 30.0  # Serve's "taken more than 30s" warnings
 
-_registries: dict[int, ServeRegistry] = {}
-_registries_lock = threading.Lock()
+_registries: PerCluster[ServeRegistry] = PerCluster(lambda ctx: ServeRegistry(ctx))
 
 
 def serve_registry(ctx: ClusterContext) -> ServeRegistry:
     """The Serve instances of one simulated cluster (created on first use)."""
-    with _registries_lock:
-        registry = _registries.get(id(ctx))
-        if registry is None or registry.ctx is not ctx:
-            registry = _registries[id(ctx)] = ServeRegistry(ctx)
-        return registry
+    return _registries.get(ctx)
 
 
 def forget_registry(ctx: ClusterContext) -> None:
     """Drop the cluster's Serve instances (its controllers stopped)."""
-    with _registries_lock:
-        registry = _registries.get(id(ctx))
-        if registry is not None and registry.ctx is ctx:
-            del _registries[id(ctx)]
+    _registries.forget(ctx)
 
 
 def ray_version_of(image: str) -> tuple[int, int]:

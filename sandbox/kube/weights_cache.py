@@ -34,7 +34,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.kube.context import ClusterContext
+from sandbox.kube.context import ClusterContext, PerCluster
 from sandbox.kube.controllers.base import NODES, take_fault
 from sandbox.kube.rayserve import model_size_gb
 
@@ -250,21 +250,14 @@ def pod_cache_key(ctx: ClusterContext, pod: dict[str, Any], container: dict[str,
 
 
 # -- per cluster ----------------------------------------------------------------------------------
-_caches: dict[int, NodeCaches] = {}
-_caches_lock = threading.Lock()
+_caches: PerCluster[NodeCaches] = PerCluster(lambda ctx: NodeCaches(ctx))
 
 
 def node_caches(ctx: ClusterContext) -> NodeCaches:
     """The weight copies of one simulated cluster (created on first use)."""
-    with _caches_lock:
-        caches = _caches.get(id(ctx))
-        if caches is None or caches.ctx is not ctx:
-            caches = _caches[id(ctx)] = NodeCaches(ctx)
-        return caches
+    return _caches.get(ctx)
 
 
 def forget_caches(ctx: ClusterContext) -> None:
-    with _caches_lock:
-        caches = _caches.get(id(ctx))
-        if caches is not None and caches.ctx is ctx:
-            del _caches[id(ctx)]
+    """Drop the cluster's node caches (its controllers stopped, or a test resets the scenario)."""
+    _caches.forget(ctx)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -21,6 +19,7 @@ from sandbox.hooks import ClusterRef
 from sandbox.kube.cluster import KubeCluster, default_controllers
 from sandbox.kube.controllers.nodes import add_node_pool_nodes, remove_node
 from sandbox.profile import load_profile
+from tests.integration.kuberay_sandbox import wait_for
 from tests.sandbox_kube.conftest import client_for, raw_request
 
 TIME_SCALE = 300.0
@@ -79,15 +78,6 @@ def daemonset(name: str = "prefetch", *, node_selector: dict[str, str] | None = 
             "spec": {"selector": {"matchLabels": labels},
                      "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
                      "template": {"metadata": {"labels": labels}, "spec": spec}}}
-
-
-def wait_for(predicate: Callable[[], Any], *, what: str, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pods_of(api, namespace: str, name: str = "prefetch") -> list[Any]:

@@ -18,6 +18,7 @@ from sandbox.hooks import ClusterRef
 from sandbox.kube.context import ClusterContext
 from sandbox.kube.controllers import CONTROLLERS, add_node_pool_nodes
 from sandbox.kube.deletion import Deleter
+from sandbox.kube.rayserve import serve_registry
 from sandbox.kube.store import ObjectStore
 from sandbox.profile import load_profile
 
@@ -184,3 +185,13 @@ def call_service(sim: Sim, service: str, port: int, method: str, path: str, body
     assert handler is not None, f"nothing listens on {ready[0]['metadata']['name']}:{port}"
     payload = json.dumps(body).encode() if body is not None else b""
     return handler(HttpRequest(method, path, query, {"content-type": "application/json"}, payload))
+
+def placed_run(sim):
+    """The LLM app's run once its replica is placed (the download started)."""
+    def run():
+        status = (sim.rayservice().get("status") or {}).get("pendingServiceStatus") or {}
+        cluster = status.get("rayClusterName")
+        instance = serve_registry(sim.ctx).instance("default", cluster) if cluster else None
+        app = instance.apps.get("llm_app") if instance else None
+        return (instance, app) if app is not None and app.replica_at is not None else None
+    return sim.wait_for(run, what="the replica placed", timeout_s=30)

@@ -13,7 +13,6 @@ import json
 
 import pytest
 
-from sandbox.kube.rayserve import serve_registry
 from sandbox.kube.rayserve_status import CUDA_CONTEXT_MIB
 from tests.sandbox_kuberay.conftest import (
     RAYSERVICES,
@@ -23,6 +22,7 @@ from tests.sandbox_kuberay.conftest import (
     install_operator,
     is_serving,
     make_sim,
+    placed_run,
     sample_rayservice,
     stop_sim,
 )
@@ -45,15 +45,6 @@ def start(sim) -> None:
     sim.store.create(RAYSERVICES, sample_rayservice())
 
 
-def placed_run(sim):
-    """The LLM app's run once its replica is placed (the download started)."""
-    def run():
-        status = (sim.rayservice().get("status") or {}).get("pendingServiceStatus") or {}
-        cluster = status.get("rayClusterName")
-        instance = serve_registry(sim.ctx).instance("default", cluster) if cluster else None
-        app = instance.apps.get("llm_app") if instance else None
-        return (instance, app) if app is not None and app.replica_at is not None else None
-    return sim.wait_for(run, what="the replica placed", timeout_s=30)
 
 
 def workers(instance, sim) -> list[dict]:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from sandbox.kube.controllers.nodes import add_node_pool_nodes, remove_node
-from sandbox.kube.rayserve import serve_registry
 from sandbox.kube.weights_cache import node_caches
 from tests.sandbox_kuberay.conftest import (
     GPU_POOL,
@@ -29,6 +28,7 @@ from tests.sandbox_kuberay.conftest import (
     install_operator,
     is_serving,
     make_sim,
+    placed_run,
     pods,
     sample_rayservice,
     stop_sim,
@@ -130,14 +130,6 @@ def copying(sim, count: int = 2) -> dict[str, Any]:
                         what=f"{count} copies running")
 
 
-def placed_run(sim):
-    def run():
-        status = (sim.rayservice().get("status") or {}).get("pendingServiceStatus") or {}
-        cluster = status.get("rayClusterName")
-        instance = serve_registry(sim.ctx).instance("default", cluster) if cluster else None
-        app = instance.apps.get("llm_app") if instance else None
-        return (instance, app) if app is not None and app.replica_at is not None else None
-    return sim.wait_for(run, what="the replica placed", timeout_s=30)
 
 
 def worker_disks_gb(sim, instance) -> list[float]:
