@@ -1,4 +1,5 @@
-"""`stack_status`: what exists of a stack right now, read-only: cluster, GPU pool, RayService."""
+"""`stack_status`: what exists of a stack right now, read-only: cluster, GPU pool, RayService, and the
+weights prefetch on the GPU nodes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from flows.stack_ref import StackRef, load_stack
 from tasks.clock import clock_from_env
 from tasks.cluster import cluster_ref
 from tasks.gateways.kube import RAY_SERVICE
+from tasks.weights_prefetch import read_weights_prefetch
 
 
 def _ray_service_status(conn: Connections) -> dict[str, Any] | None:
@@ -32,7 +34,8 @@ def _ray_service_status(conn: Connections) -> dict[str, Any] | None:
 
 @flow(name="stack-status")
 def stack_status(stack: StackRef) -> dict[str, Any]:
-    """Report the live state of the stack's cluster, GPU pool and RayService. Makes no writes."""
+    """Report the live state of the stack's cluster, GPU pool, RayService and weights prefetch
+    (`{"source", "gpu_nodes", "complete_on"}`). Makes no writes."""
     conn = Connections(load_stack(stack), clock_from_env())
     spec, ref = conn.stack.spec, cluster_ref(conn.stack.spec)
     cluster = conn.gke.get_cluster(ref)
@@ -42,4 +45,10 @@ def stack_status(stack: StackRef) -> dict[str, Any]:
         "cluster": None if cluster is None else T.Cluster.Status(cluster.status).name,
         "gpu_node_pool": None if pool is None else T.NodePool.Status(pool.status).name,
         "ray_service": _ray_service_status(conn) if cluster else None,
+        "weights_prefetch": _prefetch_status(conn) if cluster else None,
     }
+
+
+def _prefetch_status(conn: Connections) -> dict[str, Any] | None:
+    kube = conn.kube()
+    return None if kube is None else read_weights_prefetch(kube, conn.stack.spec)

@@ -66,6 +66,19 @@ def delete_weights_prefetch(kube: KubeApi, spec: StackSpec) -> bool:
     return bool(deleted)
 
 
+def read_weights_prefetch(kube: KubeApi, spec: StackSpec) -> dict[str, Any] | None:
+    """What the stack's prefetch DaemonSet reports: the source it copies, on how many GPU nodes, and
+    on how many the copy is complete (its pods are Ready only then). None when there is none. Read-only."""
+    live = kube.get(DAEMON_SET, prefetch_name(spec), spec.serving.namespace)
+    if live is None:
+        return None
+    status = live.get("status") or {}
+    env = (((live.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers", [{}])[0].get("env")
+    source = next((e.get("value") for e in env or [] if e.get("name") == "PREFETCH_SOURCE"), None)
+    return {"source": source, "gpu_nodes": status.get("desiredNumberScheduled") or 0,
+            "complete_on": status.get("numberReady") or 0}
+
+
 def _owned(kube: KubeApi, spec: StackSpec, name: str, namespace: str) -> dict[str, Any] | None:
     live = kube.get(DAEMON_SET, name, namespace)
     if live is not None and not is_ours((live.get("metadata") or {}).get("labels"), spec.name):

@@ -53,7 +53,10 @@ def test_spin_up_from_nothing_validates_the_guides_answer(spun_up):
     assert [row["phase"] for row in summary["timeline"]][:1] == ["cluster"]
     assert {"gpu-node-pool", "model-load", "validation"} <= {row["phase"] for row in summary["timeline"]}
     assert summary["estimated_cost_usd"] > 0
-    assert stack_status(stack=stack)["ray_service"]["ready"] is True
+    status = stack_status(stack=stack)
+    assert status["ray_service"]["ready"] is True
+    # The prefetch DaemonSet ran on both GPU nodes; its copies are complete (pods Ready) by the answer.
+    assert status["weights_prefetch"] == {"source": "deepseek-ai/DeepSeek-R1", "gpu_nodes": 2, "complete_on": 2}
     assert still_billing(sandbox.inventory()) == ["kuberay-gpu-cluster/gpu-node-pool"]
 
 
@@ -73,6 +76,7 @@ def test_spin_down_leaves_nothing_billing_and_keeps_the_cluster(spun_up):
     status = stack_status(stack=stack)
     assert status["cluster"] == "RUNNING"          # the default policy keeps the cluster (warm mode)
     assert status["gpu_node_pool"] is None and status["ray_service"] is None
+    assert status["weights_prefetch"] is None      # the spin-down deleted the DaemonSet too
     teardown_llm(stack=stack, delete_cluster_too=True)
     assert sandbox.inventory()["clusters"] == []
 
