@@ -38,7 +38,7 @@ def cluster(pytestconfig):
     kube.start()
     api = client_for(kube)
     for path in sorted((UPSTREAM / "crd" / "bases").glob("ray.io_*.yaml")):
-        apply(api, load_yaml_cached(path, pytestconfig.cache))
+        apply(api, load_yaml_cached(path, getattr(pytestconfig, "cache", None)))
     operator = yaml.safe_load((UPSTREAM / "manager" / "manager.yaml").read_text())
     operator["metadata"]["namespace"] = "default"
     operator["spec"]["template"]["spec"]["containers"][0]["image"] = "quay.io/kuberay/operator:v1.7.0"
