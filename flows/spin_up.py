@@ -20,7 +20,7 @@ from prefect.futures import wait
 from prefect.runtime import flow_run as current_run
 from pydantic import Field, StrictBool
 
-from blocks.errors import RolloutFailed
+from blocks.errors import GkeLlmFlowsError, RolloutFailed
 from flows.connections import Connections
 from flows.locks import stack_lock
 from flows.spin_down import keep_reason, tear_down_after
@@ -34,7 +34,7 @@ from tasks.kuberay_operator import ensure_kuberay_operator
 from tasks.ray_service import delete_ray_service, ensure_ray_service
 from tasks.ray_service_wait import PhaseBudgets, WaitSettings, wait_for_ray_service_ready
 from tasks.validate_endpoint import ValidationReport, validate_llm_endpoint
-from tasks.weights_prefetch import ensure_weights_prefetch
+from tasks.weights_prefetch import ensure_weights_prefetch, read_weights_prefetch
 
 # Longest gap between two looks of the load wait (seconds of the driven world). Pod-level fatal signs
 # (an ImagePullBackOff) do not touch the RayService the wait watches, so only a look finds them: 20 s
@@ -118,7 +118,7 @@ def spin_up(conn: Connections, loaded: LoadedStack, timeline: Timeline, *, clock
     with timeline.phase("validation"):
         report: ValidationReport = validate_llm_endpoint(kube, spec, clock=clock)
     return _summarize(spec=loaded.spec, timeline=timeline, report=report, capacity=capacity,
-                      pool_started=pool_started, clock=clock)
+                      pool_started=pool_started, clock=clock, prefetch=_prefetch_record(kube, spec))
 
 
 def _stop_early_on_a_fatal_sign(load, pool, kube, spec, *, clock: Clock, keep: bool) -> bool:
@@ -157,14 +157,23 @@ def _done(future) -> bool:
     return future.wrapped_future.done()
 
 
+def _prefetch_record(kube, spec) -> dict[str, Any] | None:
+    """The weights prefetch's record for the summary; a failed read must not fail a validated spin-up."""
+    try:
+        return read_weights_prefetch(kube, spec)
+    except GkeLlmFlowsError as e:
+        get_run_logger().warning("weights prefetch not read for the summary: %s", e)
+        return None
+
+
 def _summarize(*, spec, timeline: Timeline, report: ValidationReport, capacity: CapacityResult,
-               pool_started: float, clock: Clock) -> dict[str, Any]:
+               pool_started: float, clock: Clock, prefetch: dict[str, Any] | None) -> dict[str, Any]:
     cost = estimate_cost(spec, pool_started, clock.time())
     tokens_per_s = (report.completion_tokens / report.latency_s
                     if report.completion_tokens and report.latency_s else None)
     markdown = spin_up_summary(spec, timeline, endpoint=report.url, answer=report.answer,
                                latency_s=report.latency_s, tokens_per_s=tokens_per_s, cost=cost,
-                               placement=str(capacity.placement))
+                               placement=str(capacity.placement), prefetch=prefetch)
     create_markdown_artifact(key=f"{spec.name}-spin-up", markdown=markdown,
                              description=f"spin-up summary of stack {spec.name}")
     return {"stack": spec.name, "endpoint": report.url, "model": spec.serving.model_id,
@@ -172,4 +181,4 @@ def _summarize(*, spec, timeline: Timeline, report: ValidationReport, capacity: 
             "placement": str(capacity.placement), "ready_after_s": round(timeline.elapsed_s(), 1),
             "started_at_s": round(timeline.started_s, 3),
             "gpu_node_hours": round(cost.gpu_node_hours, 3), "estimated_cost_usd": round(cost.usd, 2),
-            "timeline": timeline.as_rows(), "summary_markdown": markdown}
+            "weights_prefetch": prefetch, "timeline": timeline.as_rows(), "summary_markdown": markdown}

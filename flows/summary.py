@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from blocks.spec import StackSpec
 from flows.timeline import Timeline
@@ -48,6 +49,21 @@ def warm_cluster_line(spec: StackSpec) -> str:
             "to delete it instead")
 
 
+def weights_line(spec: StackSpec, prefetch: dict[str, Any] | None) -> str:
+    """How the weights reached the GPU nodes (markdown): the prefetch's record, or why there was none.
+    `prefetch` is what `tasks.weights_prefetch.read_weights_prefetch` read at the end of the spin-up."""
+    source = spec.serving.model_source
+    if prefetch:
+        return (f"- **Weights**: prefetched onto {prefetch['complete_on']} of {prefetch['gpu_nodes']} GPU nodes "
+                "while their GPU driver installed; the Ray workers shared the copies")
+    if source.startswith("gs://"):
+        return "- **Weights**: downloaded by the Ray workers from the staged copy in GCS"
+    if not spec.serving.prefetch_weights:
+        return ("- **Weights**: downloaded by the Ray workers after the GPU driver (set "
+                "serving.prefetch_weights to start minutes sooner)")
+    return "- **Weights**: downloaded by the Ray workers (no record of the prefetch DaemonSet)"
+
+
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -64,7 +80,7 @@ def timeline_table(timeline: Timeline) -> str:
 
 def spin_up_summary(spec: StackSpec, timeline: Timeline, *, endpoint: str, answer: str,
                     latency_s: float | None, tokens_per_s: float | None, cost: CostEstimate,
-                    placement: str) -> str:
+                    placement: str, prefetch: dict[str, Any] | None = None) -> str:
     """Markdown for the spin-up's summary artifact."""
     answer_tail = answer.split("</think>")[-1].strip()
     return "\n".join([
@@ -77,6 +93,7 @@ def spin_up_summary(spec: StackSpec, timeline: Timeline, *, endpoint: str, answe
         + (f", {tokens_per_s:.1f} tokens/s" if tokens_per_s else ""),
         f"- **Estimated GPU cost so far**: ${cost.usd:,.2f} ({cost.gpu_node_hours:.2f} node-hours at "
         f"${cost.price_per_node_hour_usd:.2f}/node-hour; {cost.price_source})",
+        weights_line(spec, prefetch),
         warm_cluster_line(spec),
         "",
         "## Answer",

@@ -53,6 +53,8 @@ def test_spin_up_from_nothing_validates_the_guides_answer(spun_up):
     assert [row["phase"] for row in summary["timeline"]][:1] == ["cluster"]
     assert {"gpu-node-pool", "model-load", "validation"} <= {row["phase"] for row in summary["timeline"]}
     assert summary["estimated_cost_usd"] > 0
+    assert summary["weights_prefetch"]["source"] == "deepseek-ai/DeepSeek-R1"
+    assert "- **Weights**: prefetched onto" in summary["summary_markdown"]
     status = stack_status(stack=stack)
     assert status["ray_service"]["ready"] is True
     # The prefetch DaemonSet ran on both GPU nodes; its copies are complete (pods Ready) by the answer.

@@ -156,3 +156,13 @@ def test_another_model_has_another_marker(workdir):
     wait_and_stop(run_script(workdir, SOURCE), marker_on_disk(workdir, SOURCE))
     wait_and_stop(run_script(workdir, "Qwen/Qwen2.5-7B-Instruct"), marker_on_disk(workdir, "Qwen/Qwen2.5-7B-Instruct"))
     assert (workdir / "cache" / "calls").read_text().splitlines() == [SOURCE, "Qwen/Qwen2.5-7B-Instruct"]
+
+
+def test_the_summary_says_how_the_weights_reached_the_gpu_nodes():
+    from flows.summary import weights_line
+
+    assert "prefetched onto 2 of 2 GPU nodes" in weights_line(spec(), {"source": SOURCE, "gpu_nodes": 2,
+                                                                       "complete_on": 2})
+    assert "from the staged copy in GCS" in weights_line(spec(model_source="gs://my-bucket/m/deepseek-ai/DeepSeek-R1"), None)
+    assert "set serving.prefetch_weights" in weights_line(spec(prefetch_weights=False), None)
+    assert "no record of the prefetch" in weights_line(spec(), None)
