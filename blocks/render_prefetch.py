@@ -11,7 +11,7 @@ cache and its per-file locks), so a slow or failed prefetch costs nothing over n
 Hugging Face sources only (`prefetch_applies`). The workers mount the cache whatever the source, so
 that changing the model never changes their pod template (which KubeRay would treat as a new cluster).
 
-Pure: no I/O. `RAY_HF_CACHE` is the cache path of the rayproject images' `ray` user.
+Pure: no I/O. The shared volume and the GPU-pool placement come from render_rayservice (the workers' side).
 """
 
 from __future__ import annotations
@@ -20,15 +20,9 @@ import hashlib
 from typing import Any
 
 from blocks.labels import owner_labels
+from blocks.render_rayservice import CACHE_VOLUME, gpu_node_placement, hf_token_env, node_cache_volume
 from blocks.spec import StackSpec
 
-GPU_TAINT_KEY = "nvidia.com/gpu"
-GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
-CACHE_VOLUME = "hf-cache"
-# Under the path GKE mounts the Local SSD at for ephemeral storage (`--ephemeral-storage-local-ssd`);
-# without Local SSD the same path is on the boot disk's stateful partition (inference, see docs).
-NODE_CACHE_PATH = "/mnt/stateful_partition/kube-ephemeral-ssd/gke-llm-flows/hf-cache"
-RAY_HF_CACHE = "/home/ray/.cache/huggingface"
 PREFETCH_HF_HOME = "/cache/huggingface"
 CONTAINER_NAME = "prefetch-weights"
 
@@ -79,11 +73,6 @@ def prefetch_marker(source: str) -> str:
     return f"{PREFETCH_HF_HOME}/gke-llm-flows/{digest}.done"
 
 
-def node_cache_volume() -> dict[str, Any]:
-    """The hostPath volume the prefetch pods and the Ray workers share."""
-    return {"name": CACHE_VOLUME, "hostPath": {"path": NODE_CACHE_PATH, "type": "DirectoryOrCreate"}}
-
-
 def weights_prefetch_manifest(spec: StackSpec, *, hf_token: bool = False) -> dict[str, Any]:
     """Return the DaemonSet (apps/v1) that prefetches `serving.model_source` onto every GPU node.
 
@@ -94,8 +83,7 @@ def weights_prefetch_manifest(spec: StackSpec, *, hf_token: bool = False) -> dic
     selector = {"app.kubernetes.io/name": "weights-prefetch", "app.kubernetes.io/instance": s.ray_service_name}
     env = [{"name": "PREFETCH_SOURCE", "value": s.model_source}, {"name": "HF_HOME", "value": PREFETCH_HF_HOME}]
     if hf_token:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": s.hf_token_secret_name, "key": s.hf_token_secret_key}}})
+        env.append(hf_token_env(spec))
     container = {
         "name": CONTAINER_NAME, "image": s.ray_image, "command": ["python", "-c", PREFETCH_SCRIPT], "env": env,
         "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": PREFETCH_HF_HOME}],
@@ -107,8 +95,7 @@ def weights_prefetch_manifest(spec: StackSpec, *, hf_token: bool = False) -> dic
         "resources": {"requests": {"cpu": "1", "memory": "4Gi"}},
     }
     pod_spec = {
-        "nodeSelector": {GKE_ACCELERATOR_LABEL: spec.gpu_pool.accelerator_type},
-        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+        **gpu_node_placement(spec),
         "terminationGracePeriodSeconds": 5,
         "volumes": [node_cache_volume()],
         "containers": [container],

@@ -24,13 +24,18 @@ import yaml
 from pydantic import SecretStr
 
 from blocks.labels import owner_labels
-from blocks.render_prefetch import CACHE_VOLUME, RAY_HF_CACHE, node_cache_volume
 from blocks.spec import ResourcesSpec, StackSpec
 
 RAY_API_VERSION = "ray.io/v1"
 GPU_RESOURCE = "nvidia.com/gpu"
 HF_TOKEN_ENV = "HF_TOKEN"
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+# The node's Hugging Face cache that the weights-prefetch DaemonSet fills (blocks/render_prefetch.py),
+# under the path GKE mounts the Local SSD at for ephemeral storage (`--ephemeral-storage-local-ssd`);
+# without Local SSD the same path is on the boot disk's stateful partition (inference, see docs).
+CACHE_VOLUME = "hf-cache"
+NODE_CACHE_PATH = "/mnt/stateful_partition/kube-ephemeral-ssd/gke-llm-flows/hf-cache"
+RAY_HF_CACHE = "/home/ray/.cache/huggingface"     # the rayproject images' `ray` user's cache
 HEAD_PORTS = [
     {"containerPort": 6379, "name": "gcs-server"},
     {"containerPort": 8265, "name": "dashboard"},
@@ -109,7 +114,7 @@ def _head_group(spec: StackSpec, hf_token: bool) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "ray-head", "image": s.ray_image,
                                  "resources": _resources(s.head_resources), "ports": list(HEAD_PORTS)}
     if hf_token:
-        container["env"] = [_hf_token_env(spec)]
+        container["env"] = [hf_token_env(spec)]
     # The head gets no GPUs so that it schedules on the CPU pool, as in the upstream sample.
     return {"rayStartParams": {"num-gpus": "0"}, "template": {"spec": {"containers": [container]}}}
 
@@ -119,12 +124,8 @@ def _worker_group(spec: StackSpec, hf_token: bool) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "ray-worker", "image": s.ray_image,
                                  "resources": _resources(s.worker_resources, gpus=s.worker_gpus)}
     if hf_token:
-        container["env"] = [_hf_token_env(spec)]
-    pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "nodeSelector": {GKE_ACCELERATOR_LABEL: spec.gpu_pool.accelerator_type},
-        "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
-    }
+        container["env"] = [hf_token_env(spec)]
+    pod_spec: dict[str, Any] = {"containers": [container], **gpu_node_placement(spec)}
     if s.prefetch_weights:
         # The node's cache that the weights-prefetch DaemonSet fills (blocks/render_prefetch.py).
         container["volumeMounts"] = [{"name": CACHE_VOLUME, "mountPath": RAY_HF_CACHE}]
@@ -150,7 +151,19 @@ def _resources(res: ResourcesSpec, *, gpus: int | None = None) -> dict[str, dict
     return {"limits": dict(amounts), "requests": dict(amounts)}
 
 
-def _hf_token_env(spec: StackSpec) -> dict[str, Any]:
+def gpu_node_placement(spec: StackSpec) -> dict[str, Any]:
+    """nodeSelector and tolerations that put a pod on the stack's GPU pool and nowhere else."""
+    return {"nodeSelector": {GKE_ACCELERATOR_LABEL: spec.gpu_pool.accelerator_type},
+            "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+def node_cache_volume() -> dict[str, Any]:
+    """The hostPath volume the prefetch pods and the Ray workers share."""
+    return {"name": CACHE_VOLUME, "hostPath": {"path": NODE_CACHE_PATH, "type": "DirectoryOrCreate"}}
+
+
+def hf_token_env(spec: StackSpec) -> dict[str, Any]:
+    """The HF_TOKEN env var from the token Secret (`hf_token_secret_manifest`); never the token itself."""
     s = spec.serving
     return {"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
         "name": s.hf_token_secret_name, "key": s.hf_token_secret_key}}}

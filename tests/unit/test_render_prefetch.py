@@ -19,14 +19,12 @@ from pathlib import Path
 import pytest
 
 from blocks.render_prefetch import (
-    NODE_CACHE_PATH,
     PREFETCH_HF_HOME,
-    RAY_HF_CACHE,
     prefetch_applies,
     prefetch_marker,
     weights_prefetch_manifest,
 )
-from blocks.render_rayservice import ray_service_manifest
+from blocks.render_rayservice import NODE_CACHE_PATH, RAY_HF_CACHE, ray_service_manifest
 from blocks.spec import StackSpec
 
 SOURCE = "deepseek-ai/DeepSeek-R1"
