@@ -30,6 +30,8 @@ CONTAINER_NAME = "prefetch-weights"
 # cache dirs to the `ray` user (uid 1000, gid 100 in the rayproject images) and drops to it: the workers
 # add missing files to the same cache, so every file must be theirs. The marker is written last and the
 # readiness probe looks for it, so Ready means complete. A DaemonSet pod must not exit, hence the sleep.
+# Only the files vLLM loads: it reads safetensors when a repo has them (else .bin / .pt) and never the
+# `original/` checkpoints some repos carry beside them (Llama's are 16 GB and more).
 PREFETCH_SCRIPT = """\
 import hashlib, os, pathlib, time
 source = os.environ["PREFETCH_SOURCE"]
@@ -43,8 +45,11 @@ if not marker.exists():
     if os.getuid() == 0:
         os.setgid(100)
         os.setuid(1000)
-    from huggingface_hub import snapshot_download
-    snapshot_download(source, max_workers=16)
+    from huggingface_hub import list_repo_files, snapshot_download
+    skip = ["original/*", "*.pth"]
+    if any(name.endswith(".safetensors") for name in list_repo_files(source)):
+        skip += ["*.bin", "*.pt"]
+    snapshot_download(source, max_workers=16, ignore_patterns=skip)
     marker.touch()
 print("prefetched", source, flush=True)
 while True:

@@ -98,22 +98,27 @@ def workdir(tmp_path):
     shutil.rmtree(path, ignore_errors=True)
 
 
+# Imports nothing the script has not loaded: as root the script drops to uid 1000 first, which may not
+# read this interpreter's standard library (here it lives under /root).
 STAND_IN = '''\
 import os, pathlib
+def list_repo_files(repo_id):
+    return os.environ.get("REPO_FILES", "config.json,model.safetensors").split(",")
 def snapshot_download(repo_id, **kwargs):
-    calls = pathlib.Path(os.environ["HF_HOME"]) / "calls"
-    with calls.open("a") as f:
+    home = pathlib.Path(os.environ["HF_HOME"])
+    with (home / "calls").open("a") as f:
         f.write(repo_id + "\\n")
+    (home / "ignored").write_text(",".join(kwargs.get("ignore_patterns") or []))
 '''
 
 
-def run_script(workdir: Path, source: str) -> subprocess.Popen:
+def run_script(workdir: Path, source: str, repo_files: list[str] | None = None) -> subprocess.Popen:
     container = pod_spec(weights_prefetch_manifest(spec(model_source=source)))["containers"][0]
     assert container["command"][:2] == ["python", "-c"]
     (workdir / "stand_in").mkdir(exist_ok=True)
     (workdir / "stand_in" / "huggingface_hub.py").write_text(STAND_IN)
     env = {**os.environ, "PYTHONPATH": str(workdir / "stand_in"), "HF_HOME": str(workdir / "cache"),
-           "PREFETCH_SOURCE": source}
+           "PREFETCH_SOURCE": source, **({"REPO_FILES": ",".join(repo_files)} if repo_files else {})}
     return subprocess.Popen([sys.executable, "-c", container["command"][2]], env=env, stdout=subprocess.PIPE,
                             text=True)
 
@@ -147,6 +152,16 @@ def test_the_script_writes_the_marker_the_probe_looks_for_and_a_rerun_skips_the_
     if os.getuid() == 0:   # as in the container: every file of the cache belongs to the workers' user
         for path in (workdir / "cache", workdir / "cache" / "hub", marker, workdir / "cache" / "calls"):
             assert (path.stat().st_uid, path.stat().st_gid) == (RAY_UID, RAY_GID), path
+
+
+@pytest.mark.parametrize(("files", "ignored"), [
+    (["config.json", "model-00001-of-00002.safetensors", "pytorch_model.bin", "original/consolidated.00.pth"],
+     ["original/*", "*.pth", "*.bin", "*.pt"]),
+    (["config.json", "pytorch_model.bin"], ["original/*", "*.pth"]),
+])
+def test_only_the_weights_vllm_loads_are_fetched(workdir, files, ignored):
+    wait_and_stop(run_script(workdir, SOURCE, files), marker_on_disk(workdir, SOURCE))
+    assert (workdir / "cache" / "ignored").read_text().split(",") == ignored
 
 
 def test_another_model_has_another_marker(workdir):
