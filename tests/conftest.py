@@ -1,11 +1,17 @@
-"""Fixtures shared by every test folder: one real local Prefect server for the whole session."""
+"""Fixtures shared by every test folder: one real local Prefect server for the whole session (per
+xdist worker), and the gate that runs timing-bound tests alone when the suite runs on two workers."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
@@ -22,6 +28,87 @@ TEST_SERVER_SETTINGS = {
     # A deployment run held back by its deployment's limit (AwaitingConcurrencySlot) retries in 2 s, not 30 s.
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
 }
+
+# Modules whose assertions bound simulated time by a few wall seconds at most (or bound wall time
+# itself): under pytest-xdist each test of theirs runs alone, as in a serial run, because the other
+# worker's load would become simulated lag (at 3000x, 0.1 s of CPU starvation is 300 simulated s).
+EXCLUSIVE_MODULES = (
+    "tests/e2e/test_download_stall_spin_up.py",          # the watch must start within ~1.5 s (100x)
+    "tests/integration/test_download_stall_wait.py",     # failure within 1.5 wall s of lag (60x)
+    "tests/integration/test_kuberay_faults.py",          # fatal signs within about a simulated minute
+    "tests/integration/test_kuberay_ray_service.py",     # phase times and the validation timeout
+    "tests/sandbox_gke/test_control_and_timing.py",      # start-up under 3 wall s; metered bills
+    "tests/sandbox_gke/test_faults.py",                  # a bill within 200 simulated s (67 ms at 3000x)
+    "tests/sandbox_kuberay/test_download_stall_and_gpu_memory.py",  # reads at chosen instants (+-15 s at 600x)
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("::")[0] in EXCLUSIVE_MODULES:
+            item.add_marker(pytest.mark.exclusive)
+
+
+GATE_ENV = "GKE_LLM_FLOWS_TEST_GATE"     # the folder of the workers' lock files, set by the xdist controller
+_GATE_DIR = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        config.stash[_GATE_DIR] = os.environ[GATE_ENV] = tempfile.mkdtemp(prefix="gke-llm-flows-gate-")
+
+
+def pytest_unconfigure(config):
+    if (folder := config.stash.get(_GATE_DIR, None)) is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist, run an `exclusive` module (each test's setup, call and teardown, and the
+    moments between them) while no other test runs; other tests share the gate one test at a time."""
+    folder = os.environ.get(GATE_ENV)
+    if folder is None or not hasattr(item.config, "workerinput"):   # serial: every test is alone already
+        yield
+        return
+    exclusive = item.get_closest_marker("exclusive") is not None
+    _GATE.enter(Path(folder), exclusive=exclusive)
+    try:
+        yield
+    finally:
+        # Keep the exclusive hold across an exclusive module (loadfile runs it on this worker, in order):
+        # taking it per test would wait for a whole test of the other worker each time.
+        same_module = nextitem is not None and nextitem.path == item.path
+        if not (exclusive and same_module):
+            _GATE.leave()
+
+
+class _WorkerGate:
+    """A readers-writer lock between xdist workers (flock): ordinary tests share it, exclusive ones own it.
+
+    A writer first takes the turnstile and keeps it until it holds the lock, so readers queue behind
+    it instead of overtaking it with back-to-back short tests."""
+
+    def __init__(self) -> None:
+        self._lock: IO[str] | None = None
+
+    def enter(self, folder: Path, *, exclusive: bool) -> None:
+        if self._lock is not None:          # still held from the previous test of an exclusive module
+            return
+        with open(folder / "turnstile", "a") as turnstile:
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            lock = open(folder / "lock", "a")  # held open until leave()
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        self._lock = lock                   # closing the turnstile file released it
+
+    def leave(self) -> None:
+        if self._lock is not None:
+            self._lock.close()              # closing the file releases its flock
+            self._lock = None
+
+
+_GATE = _WorkerGate()
+
 
 ServerFactory = Callable[..., AbstractContextManager[dict[str, str]]]
 
