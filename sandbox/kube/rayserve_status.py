@@ -102,7 +102,7 @@ def _start_replica(serve: RayServe, run: AppRun, key: frozenset, chosen: list[di
                     + float(kube.get("engine_warmup_s", 180)))
     if take_fault(serve.ctx.faults, "deploy_failed", key="model_id", value=llm.model_id):
         run.fail_message = _engine_error(llm.model_id)
-        run.fail_at = now + run.download_s + float(kube.get("constructor_failure_s", 45))
+        run.fail_at = _gives_up_at(serve, run)
 
 
 def _download_s(serve: RayServe, run: AppRun) -> float:
@@ -110,6 +110,11 @@ def _download_s(serve: RayServe, run: AppRun) -> float:
     caches = weights_cache.node_caches(serve.ctx)
     ends = [node.ends_at(caches, run.replica_at) for node in run.node_downloads]
     return max(ends, default=run.replica_at) - run.replica_at
+
+
+def _gives_up_at(serve: RayServe, run: AppRun) -> float:
+    """When Serve gives up on a replica whose engine fails: after the download, a few constructor tries."""
+    return run.replica_at + run.download_s + float(serve.ctx.profile.get("kube", {}).get("constructor_failure_s", 45))
 
 
 def _follow_download(serve: RayServe, run: AppRun, now: float) -> None:
@@ -122,8 +127,7 @@ def _follow_download(serve: RayServe, run: AppRun, now: float) -> None:
     if run.node_downloads:
         run.download_s = _download_s(serve, run)
         if run.fail_message and llm.size_gb is not None:
-            kube = serve.ctx.profile.get("kube", {})
-            run.fail_at = run.replica_at + run.download_s + float(kube.get("constructor_failure_s", 45))
+            run.fail_at = _gives_up_at(serve, run)
     if now < run.replica_at + run.download_s:
         return
     serve.downloaded.add(present)
@@ -293,8 +297,8 @@ def _downloaded_bytes(serve: RayServe, pod: dict[str, Any], now: float) -> float
     caches = weights_cache.node_caches(serve.ctx)
     run = _run_on(serve, uid)
     if run is None:   # no replica here yet: what the cache holds of the models Serve was asked for
-        base = weights_cache.cache_base(serve.ctx, pod, pod["spec"]["containers"][0])
-        fills = [caches.get((base[0], base[1], weights_cache.normalized(llm.source))) if base else None
+        container = pod["spec"]["containers"][0]
+        fills = [caches.get(weights_cache.pod_cache_key(serve.ctx, pod, container, llm.source))
                  for app in serve.apps.values() for llm in app.llms]
         return max((f.bytes_at(now) for f in fills if f is not None), default=0.0)
     size = (run.llms[0].size_gb or 0) * 1e9

@@ -178,8 +178,7 @@ def node_download(caches: NodeCaches, worker: dict[str, Any], source: str, size:
     Only Hugging Face sources use the cache: Ray Serve LLM's cloud downloader fetches every file of a
     gs:// mirror whether it is on disk or not (as blocks/render_prefetch.py reads ray.llm's
     `CloudFileSystem.download_files`), so a gs:// worker downloads in full and leaves no record."""
-    base = worker.get("cache")
-    key = (base[0], base[1], normalized(source)) if base and not source.startswith("gs://") else None
+    key = None if source.startswith("gs://") else cache_key(worker.get("cache"), source)
     fill = caches.get(key)
     cached = min(size, fill.bytes_at(now)) if fill is not None else 0.0
     own = full_s * (1 - cached / size) if size > 0 else 0.0
@@ -244,9 +243,13 @@ def cache_base(ctx: ClusterContext, pod: dict[str, Any], container: dict[str, An
     return uid, host_dir(pod, container) or f"pod:{pod['metadata'].get('uid', '')}"
 
 
-def pod_cache_key(ctx: ClusterContext, pod: dict[str, Any], container: dict[str, Any], source: str) -> CacheKey | None:
-    base = cache_base(ctx, pod, container)
+def cache_key(base: tuple[str, str] | None, source: str) -> CacheKey | None:
+    """The key of `source` in the directory `base` (`cache_base`); None without a directory."""
     return (base[0], base[1], normalized(source)) if base else None
+
+
+def pod_cache_key(ctx: ClusterContext, pod: dict[str, Any], container: dict[str, Any], source: str) -> CacheKey | None:
+    return cache_key(cache_base(ctx, pod, container), source)
 
 
 # -- per cluster ----------------------------------------------------------------------------------

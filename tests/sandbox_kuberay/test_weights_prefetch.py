@@ -124,6 +124,26 @@ def fills(sim) -> dict[str, Any]:
     return result
 
 
+def prefetching(sim) -> None:
+    """The guide's nodes and the prefetch DaemonSet on them."""
+    add_guide_nodes(sim)
+    sim.store.create(DAEMONSETS, prefetch_ds())
+
+
+def prefetch_complete(sim) -> None:
+    sim.wait_for(lambda: (ps := prefetch_pods(sim)) and len(ps) == 2 and all(is_ready(p) for p in ps),
+                 what="prefetch complete", timeout_s=30)
+
+
+def serving_during_the_copy(sim):
+    """Prefetch and serve at once: (the copies once running, the Serve instance, the replica's run)."""
+    prefetching(sim)
+    start_serving(sim)
+    started = copying(sim)
+    instance, run = placed_run(sim)
+    return started, instance, run
+
+
 def copying(sim, count: int = 2) -> dict[str, Any]:
     """The copies once `count` nodes' prefetch containers run."""
     return sim.wait_for(lambda: (f := fills(sim)) and sum(1 for x in f.values() if x.runner) == count and f,
@@ -144,8 +164,7 @@ def sleep_until(sim, at_s: float) -> None:
 
 def test_the_prefetch_is_ready_after_size_over_rate_having_started_before_the_gpus_were_allocatable(sim):
     registered = sim.ctx.clock.elapsed_s()
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
+    prefetching(sim)
     started = copying(sim)
     assert sorted(started) == GPU_NODES                       # not on the CPU node
     for fill in started.values():
@@ -165,10 +184,8 @@ def test_the_prefetch_is_ready_after_size_over_rate_having_started_before_the_gp
 
 
 def test_a_worker_that_finds_the_copy_complete_downloads_nothing(sim):
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
-    sim.wait_for(lambda: (ps := prefetch_pods(sim)) and len(ps) == 2 and all(is_ready(p) for p in ps),
-                 what="prefetch complete", timeout_s=30)
+    prefetching(sim)
+    prefetch_complete(sim)
     start_serving(sim)
     instance, run = placed_run(sim)
     assert run.download_s == 0 and run.nominal_download_s == pytest.approx(FULL_S)
@@ -177,11 +194,7 @@ def test_a_worker_that_finds_the_copy_complete_downloads_nothing(sim):
 
 
 def test_a_worker_that_starts_mid_copy_ends_its_download_when_the_copy_ends(sim):
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
-    start_serving(sim)
-    started = copying(sim)
-    instance, run = placed_run(sim)
+    started, instance, run = serving_during_the_copy(sim)
     copy_start = max(f.since for f in started.values())
     copy_end = copy_start + FULL_S
     # Placed mid-copy: the copy's head start is the worker's wait for the driver minus the image pull
@@ -200,16 +213,14 @@ def test_a_worker_that_starts_mid_copy_ends_its_download_when_the_copy_ends(sim)
 def test_without_the_shared_cache_of_the_same_model_the_worker_downloads_in_full(sim, mount, source, served, full_s):
     add_guide_nodes(sim)
     sim.store.create(DAEMONSETS, prefetch_ds(source=source, model_id="other"))
-    sim.wait_for(lambda: (ps := prefetch_pods(sim)) and len(ps) == 2 and all(is_ready(p) for p in ps),
-                 what="prefetch complete", timeout_s=30)
+    prefetch_complete(sim)
     start_serving(sim, mount=mount, source=served)
     _, run = placed_run(sim)
     assert run.download_s == pytest.approx(full_s)
 
 
 def test_an_interrupted_copy_keeps_its_bytes_and_the_next_pod_resumes(sim):
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
+    prefetching(sim)
     first_since = copying(sim)[GPU_NODES[0]].since
     sleep_until(sim, first_since + 0.4 * FULL_S)
     victim = next(p for p in prefetch_pods(sim) if p["spec"].get("nodeName") == GPU_NODES[0])
@@ -229,10 +240,8 @@ def test_an_interrupted_copy_keeps_its_bytes_and_the_next_pod_resumes(sim):
 
 
 def test_a_deleted_node_takes_its_cache_and_a_new_node_of_that_name_starts_empty(sim):
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
-    sim.wait_for(lambda: (ps := prefetch_pods(sim)) and len(ps) == 2 and all(is_ready(p) for p in ps),
-                 what="prefetch complete", timeout_s=30)
+    prefetching(sim)
+    prefetch_complete(sim)
     old_uid = sim.store.get(("", "nodes"), None, GPU_NODES[0])["metadata"]["uid"]
     remove_node(sim.ctx, GPU_NODES[0], reason="NodeLost")
     add_node_pool_nodes(sim.ctx, GPU_POOL, [GPU_NODES[0]])
@@ -247,11 +256,7 @@ def test_a_deleted_node_takes_its_cache_and_a_new_node_of_that_name_starts_empty
 
 def test_a_stalled_download_stops_the_copy_and_the_disk_at_its_fraction_and_never_loads(sim):
     sim.ctx.faults.add({"kind": "stalled_download", "at_fraction": 0.3})
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
-    start_serving(sim)
-    started = copying(sim)
-    instance, run = placed_run(sim)
+    started, instance, run = serving_during_the_copy(sim)
     assert all(f.limit == pytest.approx(0.3 * SIZE) for f in started.values())
     sleep_until(sim, max(f.since for f in started.values()) + 0.3 * FULL_S + 60)
     before = worker_disks_gb(sim, instance)
@@ -264,11 +269,7 @@ def test_a_stalled_download_stops_the_copy_and_the_disk_at_its_fraction_and_neve
 
 
 def test_the_node_summary_shows_the_disk_growing_with_the_copy(sim):
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
-    start_serving(sim)
-    started = copying(sim)
-    instance, run = placed_run(sim)
+    started, instance, run = serving_during_the_copy(sim)
     early = worker_disks_gb(sim, instance)
     at = sim.ctx.clock.elapsed_s()
     copied = sorted(f.bytes_at(at) / 1e9 for f in started.values())
@@ -285,8 +286,7 @@ def test_the_node_summary_shows_the_disk_growing_with_the_copy(sim):
 
 def test_a_slow_download_slows_the_copy_and_an_unknown_model_crashes_the_pod(sim):
     sim.ctx.faults.add({"kind": "slow_download", "factor": 2, "model_id": "deepseek"})
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
+    prefetching(sim)
     started = copying(sim)
     assert all(f.ends_at() == pytest.approx(f.since + 2 * FULL_S) for f in started.values())
     unknown = prefetch_ds(source="nobody/no-such-model", model_id="nothing")
@@ -302,11 +302,7 @@ def test_a_slow_download_slows_the_copy_and_an_unknown_model_crashes_the_pod(sim
 
 def test_a_worker_that_outruns_a_slowed_copy_completes_the_cache_and_the_prefetch_turns_ready(sim):
     sim.ctx.faults.add({"kind": "slow_download", "factor": 3, "times": 2})     # the two copies take it
-    add_guide_nodes(sim)
-    sim.store.create(DAEMONSETS, prefetch_ds())
-    start_serving(sim)
-    started = copying(sim)
-    _, run = placed_run(sim)
+    started, _, run = serving_during_the_copy(sim)
     slowed_end = min(f.ends_at() for f in started.values())
     assert run.nominal_download_s == pytest.approx(FULL_S)                   # the worker is not slowed
     assert run.replica_at + run.download_s < slowed_end - 1000
