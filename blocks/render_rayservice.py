@@ -10,7 +10,9 @@ only these additions, each one a safety default:
   (gated models need it on every node that downloads weights); the token itself never appears;
 - when configured: ephemeral-storage requests/limits and `upgradeStrategy`;
 - with `serving.prefetch_weights` (the default): the workers' Hugging Face cache is the node's hostPath
-  that the weights-prefetch DaemonSet fills while the GPU driver installs (blocks/render_prefetch.py).
+  that the weights-prefetch DaemonSet fills while the GPU driver installs (blocks/render_prefetch.py);
+- with `serving.stream_weights` (a gs:// source only): vLLM's `load_format: runai_streamer`, so the engine
+  streams the bucket copy into GPU memory instead of Ray downloading it to disk first.
 Everything that depends on parallelism (worker replicas, GPU limits, accelerator type, TP/PP) is derived
 from the same spec fields, so changing one keeps the manifest consistent.
 """
@@ -51,6 +53,17 @@ def _model_source(source: str) -> str | dict[str, str]:
     return {"bucket_uri": source} if source.startswith("gs://") else source
 
 
+def streaming_engine_kwargs(tensor_parallel_size: int) -> dict[str, Any]:
+    """vLLM reads the bucket itself with the Run:ai Model Streamer; Ray Serve LLM then skips its own
+    download of a mirror-config model (ray.llm's STREAMING_LOAD_FORMATS). With more than one GPU per
+    stage, `distributed` splits the reads among the stage's processes, which share them over NVLink
+    (GKE's Run:ai Model Streamer guide), instead of each process reading every tensor."""
+    kwargs: dict[str, Any] = {"load_format": "runai_streamer"}
+    if tensor_parallel_size > 1:
+        kwargs["model_loader_extra_config"] = {"distributed": True}
+    return kwargs
+
+
 def serve_config(spec: StackSpec) -> dict[str, Any]:
     """Return the Ray Serve config (serveConfigV2, parsed) for the stack's LLM."""
     s = spec.serving
@@ -72,6 +85,8 @@ def serve_config(spec: StackSpec) -> dict[str, Any]:
         "enable_chunked_prefill": s.enable_chunked_prefill,
         "enable_prefix_caching": s.enable_prefix_caching,
     }
+    if s.stream_weights:
+        llm_config["engine_kwargs"].update(streaming_engine_kwargs(s.tensor_parallel_size))
     return {"applications": [{
         "args": {"llm_configs": [llm_config]},
         "import_path": "ray.serve.llm:build_openai_app",

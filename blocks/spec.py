@@ -244,6 +244,10 @@ class ServingSpec(SpecModel):
         True, description="download a Hugging Face model onto each GPU node while its GPU driver installs (a "
                           "DaemonSet without GPUs; the Ray workers find it in their cache): minutes sooner to the "
                           "answer. No effect for a gs:// source")
+    stream_weights: bool = Field(
+        False, description="stream a gs:// model_source straight into GPU memory with vLLM's Run:ai Model Streamer "
+                           "(load_format runai_streamer) instead of copying it to disk and loading it after: one "
+                           "pass instead of two. Needs vLLM >= 0.11.1 in ray_image (docs/going-live.md)")
     allow_cluster_recreate: bool = Field(
         False, description="allow a change that makes KubeRay build a new Ray cluster (reloads the model)")
     hf_token_secret_name: K8sName = Field(

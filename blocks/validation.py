@@ -178,6 +178,10 @@ def _misc_problems(spec: StackSpec) -> list[str]:
         problems.append(f"validation.max_tokens: {spec.validation.max_tokens} leaves no room for the "
                         f"prompt in serving.max_model_len {spec.serving.max_model_len}; accepted: less "
                         f"than {spec.serving.max_model_len}")
+    if spec.serving.stream_weights and not spec.serving.model_source.startswith("gs://"):
+        problems.append(f"serving.stream_weights: true streams the weights out of a bucket, but "
+                        f"serving.model_source {spec.serving.model_source!r} is not one; accepted: a "
+                        f"gs://BUCKET/PATH model_source (see stage_weights), or stream_weights false")
     spin_up_s = spec.timeouts.node_pool_create_s + spec.timeouts.model_load_s
     if spec.lifecycle.lease_s <= spin_up_s:
         problems.append(f"lifecycle.lease_s: {spec.lifecycle.lease_s} is shorter than a spin-up may take "

@@ -129,6 +129,12 @@ class LlmConfig:
     gpus: int
     size_gb: float | None      # None: Hugging Face does not know the repository
     gpu_memory_utilization: float = 0.9   # vLLM's share of each GPU's memory (its default 0.9)
+    streamed: bool = False     # vLLM streams the gs:// copy into GPU memory (load_format runai_streamer)
+
+
+# ray.llm's STREAMING_LOAD_FORMATS: with one of these Ray Serve LLM skips its download of a mirror-config
+# model and vLLM reads the bucket itself while it loads.
+STREAMING_LOAD_FORMATS = ("runai_streamer", "runai_streamer_sharded", "tensorizer")
 
 
 @dataclass
@@ -145,6 +151,7 @@ class AppRun:
     replica_key: frozenset = frozenset()      # the workers (uid, restarts) it runs on
     download_s: float = 0.0
     engine_s: float = 0.0
+    load_s: float = 0.0                       # of engine_s: the weights into GPU memory (then the warm-up)
     nominal_download_s: float = 0.0           # the download's length had it not stalled
     stall_fraction: float | None = None       # fault stalled_download: the share downloaded, then nothing
     node_downloads: list[Any] = field(default_factory=list)   # per worker: weights_cache.NodeDownload
@@ -321,7 +328,8 @@ def _llm_config(entry: dict[str, Any], profile: dict[str, Any]) -> LlmConfig:
     return LlmConfig(model_id=str(loading.get("model_id", source)), source=source,
                      accelerator=entry.get("accelerator_type"), gpus=gpus,
                      size_gb=model_size_gb(source, profile),
-                     gpu_memory_utilization=float(engine.get("gpu_memory_utilization", 0.9)))
+                     gpu_memory_utilization=float(engine.get("gpu_memory_utilization", 0.9)),
+                     streamed=engine.get("load_format") in STREAMING_LOAD_FORMATS and source.startswith("gs://"))
 
 
 def model_size_gb(source: str, profile: dict[str, Any]) -> float | None:

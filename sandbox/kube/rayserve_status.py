@@ -84,11 +84,16 @@ def _start_replica(serve: RayServe, run: AppRun, key: frozenset, chosen: list[di
         run.fail_at = now + float(kube.get("constructor_failure_s", 45))
         return
     size = llm.size_gb * 1e9
+    run.load_s = size / weights_cache.load_bytes_per_s(serve.ctx.profile, llm)
+    run.stall_fraction = None
+    if llm.streamed:
+        _start_stream(serve, run, now)
+        return
     cached = (llm.source, frozenset(uid for uid, _, _ in key)) in serve.downloaded
     download = 0.0 if cached else size / weights_cache.download_bytes_per_s(serve.ctx.profile, llm.source)
     if slow := take_fault(serve.ctx.faults, "slow_download", key="model_id", value=llm.model_id):
         download *= float(slow.get("factor", 3))
-    run.nominal_download_s, run.stall_fraction = download, None
+    run.nominal_download_s = download
     caches = weights_cache.node_caches(serve.ctx)
     run.node_downloads = [weights_cache.node_download(caches, w, llm.source, size, download, now) for w in chosen]
     # Nothing missing on any node (a complete prefetch, or the re-deploy cache): no download to stall.
@@ -98,8 +103,25 @@ def _start_replica(serve: RayServe, run: AppRun, key: frozenset, chosen: list[di
         for node in run.node_downloads:
             node.own_s = INF if node.own_s > 0 else 0.0
     run.download_s = _download_s(serve, run)
-    run.engine_s = (llm.size_gb * 1000 / float(kube.get("weight_load_mb_per_s", 2500))
-                    + float(kube.get("engine_warmup_s", 180)))
+    run.engine_s = run.load_s + float(kube.get("engine_warmup_s", 180))
+    _engine_fault(serve, run)
+
+
+def _start_stream(serve: RayServe, run: AppRun, now: float) -> None:
+    """A streamed model: nothing goes to disk (Ray fetches only the config and tokenizer), and the
+    download faults act on the stream, which is the engine's load: slower, or stuck part-way."""
+    llm, kube = run.llms[0], serve.ctx.profile.get("kube", {})
+    run.download_s = run.nominal_download_s = 0.0
+    if slow := take_fault(serve.ctx.faults, "slow_download", key="model_id", value=llm.model_id):
+        run.load_s *= float(slow.get("factor", 3))
+    run.engine_s = run.load_s + float(kube.get("engine_warmup_s", 180))
+    if stall := take_fault(serve.ctx.faults, "stalled_download", key="model_id", value=llm.model_id):
+        run.stall_fraction, run.engine_s = stall_fraction(stall), INF
+    _engine_fault(serve, run)
+
+
+def _engine_fault(serve: RayServe, run: AppRun) -> None:
+    llm = run.llms[0]
     if take_fault(serve.ctx.faults, "deploy_failed", key="model_id", value=llm.model_id):
         run.fail_message = _engine_error(llm.model_id)
         run.fail_at = _gives_up_at(serve, run)
@@ -122,7 +144,7 @@ def _follow_download(serve: RayServe, run: AppRun, now: float) -> None:
     (the re-deploy cache, and each worker's hostPath cache directory)."""
     llm = run.llms[0]
     present = (llm.source, frozenset(uid for uid, _, _ in run.replica_key))
-    if present in serve.downloaded:
+    if present in serve.downloaded or llm.streamed:     # a stream leaves nothing on disk to reuse
         return
     if run.node_downloads:
         run.download_s = _download_s(serve, run)
@@ -302,6 +324,8 @@ def _downloaded_bytes(serve: RayServe, pod: dict[str, Any], now: float) -> float
                  for app in serve.apps.values() for llm in app.llms]
         return max((f.bytes_at(now) for f in fills if f is not None), default=0.0)
     size = (run.llms[0].size_gb or 0) * 1e9
+    if run.llms[0].streamed:
+        return 0.0
     if (run.llms[0].source, frozenset(u for u, _, _ in run.replica_key)) in serve.downloaded:
         return size
     node = next((d for d in run.node_downloads if d.pod_uid == uid), None)
@@ -333,27 +357,29 @@ def _gpus(serve: RayServe, pod: dict[str, Any], now: float) -> list[dict[str, An
     """The pod's GPUs as Ray's reporter agent lists them (memory in MiB)."""
     count, accel = pod_gpus(serve.ctx, pod)
     name, total = GPU_MODELS.get(accel or "", ("NVIDIA GPU", 81559))
-    used, busy = _gpu_memory_mib(serve, _run_on(serve, pod["metadata"]["uid"]), now, total)
+    used, busy = _gpu_memory_mib(_run_on(serve, pod["metadata"]["uid"]), now, total)
     uid = pod["metadata"]["uid"]
     return [{"index": i, "name": name, "uuid": f"GPU-{uid[:8]}-{uid[9:13]}-{i:04x}-{uid[-12:]}",
              "utilizationGpu": busy, "memoryUsed": int(used), "memoryTotal": total} for i in range(count)]
 
 
-def _gpu_memory_mib(serve: RayServe, run: AppRun | None, now: float, total: float) -> tuple[float, int]:
+def _gpu_memory_mib(run: AppRun | None, now: float, total: float) -> tuple[float, int]:
     """(memory used per GPU, utilization %) of a GPU under `run`'s replica: nothing until the download
     ends, then the CUDA context plus the weights loading in, then vLLM's share (KV cache) from the
     warm-up on; nothing again once the engine failed."""
     if run is None or (run.fail_at is not None and now >= run.fail_at):
         return 0.0, 0
-    llm, kube = run.llms[0], serve.ctx.profile.get("kube", {})
+    llm = run.llms[0]
     weights = (llm.size_gb or 0) * 1e9 / max(1, llm.gpus) / 2**20
     if run.quick:
         return max(CUDA_CONTEXT_MIB + weights, llm.gpu_memory_utilization * total), 0
     loading_at = run.replica_at + run.download_s
     if now < loading_at:
         return 0.0, 0
-    load_s = (llm.size_gb or 0) * 1000 / float(kube.get("weight_load_mb_per_s", 2500))
-    if load_s > 0 and now < loading_at + load_s:
-        return min(total, CUDA_CONTEXT_MIB + weights * (now - loading_at) / load_s), 10
+    load_s = run.load_s
+    stuck_at = 1.0 if run.stall_fraction is None else run.stall_fraction   # a stalled stream stops there
+    if load_s > 0 and now < loading_at + load_s or stuck_at < 1.0:
+        loaded = min((now - loading_at) / load_s if load_s > 0 else 1.0, stuck_at)
+        return min(total, CUDA_CONTEXT_MIB + weights * loaded), 10
     warm = now < run.replica_at + run.download_s + run.engine_s
     return min(total, max(CUDA_CONTEXT_MIB + weights, llm.gpu_memory_utilization * total)), 95 if warm else 0

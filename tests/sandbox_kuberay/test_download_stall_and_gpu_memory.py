@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from sandbox.kube.rayserve_status import CUDA_CONTEXT_MIB
 from tests.sandbox_kuberay.conftest import (
@@ -102,3 +103,51 @@ def test_gpu_memory_rises_while_the_engine_loads_and_stays_up_through_warm_up_an
     assert gpu_mib(warm_up[0]) == gpu_mib(warm_up[1]) == [int(0.92 * H100_MIB)] * 16
     sim.wait_for(lambda: is_serving(sim.rayservice()), what="serving", timeout_s=30)
     assert gpu_mib(workers(instance, sim)) == [int(0.92 * H100_MIB)] * 16
+
+
+BUCKET = "gs://team-weights/deepseek-ai/DeepSeek-R1"
+STREAM_S = WEIGHTS_GB * 1000 / 2000                             # realistic gcs_stream_mb_per_s
+
+
+def start_streamed(sim) -> None:
+    """The sample RayService serving the bucket copy with vLLM's streamer (serving.stream_weights)."""
+    install_crds(sim)
+    install_operator(sim)
+    add_guide_nodes(sim)
+    service = sample_rayservice()
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    llm = config["applications"][0]["args"]["llm_configs"][0]
+    llm["model_loading_config"]["model_source"] = {"bucket_uri": BUCKET}
+    llm["engine_kwargs"].update(load_format="runai_streamer", model_loader_extra_config={"distributed": True})
+    service["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+    sim.store.create(RAYSERVICES, service)
+
+
+def test_a_streamed_model_never_touches_the_disk_and_fills_the_gpus_at_the_streaming_rate(sim):
+    start_streamed(sim)
+    instance, run = placed_run(sim)
+    assert run.download_s == 0 and run.load_s == pytest.approx(STREAM_S)
+    sleep_until(sim, run.replica_at + STREAM_S / 2)
+    halfway = workers(instance, sim)
+    per_gpu_weights = WEIGHTS_GB * 1e9 / 16 / 2**20
+    assert disk_gb(halfway) == pytest.approx(IMAGE_GB, abs=0.01)     # the weights go to GPU memory only
+    assert all(m == pytest.approx(CUDA_CONTEXT_MIB + per_gpu_weights / 2, rel=0.1) for m in gpu_mib(halfway))
+    sim.wait_for(lambda: is_serving(sim.rayservice()), what="serving", timeout_s=30)
+    # Served one stream plus the warm-up after placement: no download before it, no load after it.
+    assert sim.ctx.clock.elapsed_s() - run.replica_at == pytest.approx(STREAM_S + 150, abs=45)
+    assert disk_gb(workers(instance, sim)) == pytest.approx(IMAGE_GB, abs=0.01)
+
+
+def test_a_stalled_stream_stops_the_gpu_memory_part_way_with_the_disk_flat(sim):
+    sim.ctx.faults.add({"kind": "stalled_download", "at_fraction": 0.3})
+    start_streamed(sim)
+    instance, run = placed_run(sim)
+    sleep_until(sim, run.replica_at + STREAM_S)
+    before = workers(instance, sim)
+    sim.ctx.clock.sleep(600)
+    after = workers(instance, sim)
+    per_gpu_weights = WEIGHTS_GB * 1e9 / 16 / 2**20
+    assert gpu_mib(before) == gpu_mib(after) == [int(CUDA_CONTEXT_MIB + 0.3 * per_gpu_weights)] * 16
+    assert disk_gb(after) == pytest.approx(IMAGE_GB, abs=0.01)
+    status = sim.rayservice()["status"]["pendingServiceStatus"]["applicationStatuses"]["llm_app"]
+    assert status["status"] == "DEPLOYING" and "taken more than 30s to initialize" in json.dumps(status)

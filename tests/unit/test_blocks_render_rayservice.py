@@ -12,7 +12,12 @@ import yaml
 from pydantic import SecretStr
 
 from blocks.labels import is_ours
-from blocks.render_rayservice import hf_token_secret_manifest, ray_service_manifest, serve_config
+from blocks.render_rayservice import (
+    hf_token_secret_manifest,
+    ray_service_manifest,
+    serve_config,
+    streaming_engine_kwargs,
+)
 from blocks.spec import StackSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,3 +200,20 @@ def test_rendered_manifests_validate_against_the_kuberay_crd_schema():
     at(broken, WORKERS)["replicas"] = "two"
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(broken)
+
+
+def test_streamed_weights_turn_on_vllms_streamer_and_change_only_the_serve_config():
+    bucket = "gs://team-weights/deepseek-ai/DeepSeek-R1"
+    downloaded = default_spec().updated({"serving": {"model_source": bucket}})
+    streamed = downloaded.updated({"serving": {"stream_weights": True}})
+    engine = serve_config(streamed)["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
+    before = serve_config(downloaded)["applications"][0]["args"]["llm_configs"][0]["engine_kwargs"]
+    assert engine == {**before, "load_format": "runai_streamer", "model_loader_extra_config": {"distributed": True}}
+    # Ray Serve LLM skips its download only for a mirror-config model with a streaming load_format.
+    loading = serve_config(streamed)["applications"][0]["args"]["llm_configs"][0]["model_loading_config"]
+    assert loading["model_source"] == {"bucket_uri": bucket}
+    # A Serve-config change only: the Ray cluster's pods are the same, so no new cluster is built.
+    assert (ray_service_manifest(streamed)["spec"]["rayClusterConfig"]
+            == ray_service_manifest(downloaded)["spec"]["rayClusterConfig"])
+    # One GPU per stage: nothing to split the reads among.
+    assert streaming_engine_kwargs(1) == {"load_format": "runai_streamer"}

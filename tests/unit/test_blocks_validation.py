@@ -297,3 +297,12 @@ def test_random_specs_raise_only_spec_errors_that_name_fields(data):
 ])
 def test_a_trailing_newline_does_not_sneak_past_a_format(patch, field):
     the_problem(patch, field)
+
+
+def test_streaming_the_weights_needs_a_bucket_source():
+    [problem] = problems_of({"serving": {"stream_weights": True}})
+    assert problem.startswith("serving.stream_weights: true streams the weights out of a bucket")
+    assert "'deepseek-ai/DeepSeek-R1'" in problem and "accepted: a gs://BUCKET/PATH model_source" in problem
+    spec = StackSpec.parse(merged({"serving": {"stream_weights": True,
+                                               "model_source": "gs://team-weights/deepseek-ai/DeepSeek-R1"}}))
+    assert spec.serving.stream_weights
