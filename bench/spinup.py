@@ -9,6 +9,8 @@ Variants, each on its own cluster so they can run side by side on the one simula
    the GPU pool and the model;
 4. `ours cold staged` / `ours warm staged`: 2 and 3 serving the copy in a GCS bucket that
    `stage_weights` made (run once, beforehand, on its own cluster; its one-time duration is printed);
+   `ours cold streamed` / `ours warm streamed`: the same copy streamed into GPU memory
+   (`serving.stream_weights`), their ratios on the line before the last;
 5. a fatal sign: `serve_llm` on a warm cluster with `image_pull_backoff` injected; simulated seconds
    from the fault's first firing to the first delete of the teardown.
 
@@ -44,6 +46,7 @@ from bench.spinup_measure import (
     ledger_table,
     pool_gpu_node_s,
     requests_per_min,
+    streamed_line,
     summary_line,
     table,
 )
@@ -55,13 +58,13 @@ BUCKET_SOURCE = "gs://gke-llm-flows-weights/deepseek-ai/DeepSeek-R1"
 HF_SOURCE = "deepseek-ai/DeepSeek-R1"
 
 
-def stack_file(folder: Path, gke_url: str, name: str, *, staged: bool) -> Path:
+def stack_file(folder: Path, gke_url: str, name: str, *, staged: bool, streamed: bool = False) -> Path:
     """Write a copy of examples/sandbox.yaml as stack `name` on cluster `name`; return its path."""
     data = yaml.safe_load((ROOT / "examples" / "sandbox.yaml").read_text(encoding="utf-8"))
     data["name"] = name
     data["cluster"].update(api_endpoint=gke_url, name=name)
     if staged:
-        data["serving"].update(model_source=BUCKET_SOURCE, staged_from=HF_SOURCE)
+        data["serving"].update(model_source=BUCKET_SOURCE, staged_from=HF_SOURCE, stream_weights=streamed)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -75,8 +78,9 @@ class Bench:
         from tasks.clock import clock_from_env
 
         self.sandbox, self.clock = sandbox, clock_from_env()
-        self.files = {n: stack_file(folder, sandbox.gke_url, n, staged=s) for n, s in
-                      (("guide", False), ("bench-hf", False), ("bench-gcs", True), ("bench-stage", True))}
+        self.files = {n: stack_file(folder, sandbox.gke_url, n, staged=s, streamed=n == "bench-stream") for n, s in
+                      (("guide", False), ("bench-hf", False), ("bench-gcs", True), ("bench-stream", True),
+                       ("bench-stage", True))}
         self.specs = {n: StackSpec.from_yaml(p) for n, p in self.files.items()}
         self.size_gb = float(sandbox.profile["kube"]["models"][HF_SOURCE])
         self.notes: list[str] = []
@@ -114,7 +118,7 @@ class Bench:
         v.critical_path_s = critical_path_s(self.sandbox.profile, size_gb=self.size_gb, warm=False, staged=False)
         return v
 
-    def ours(self, name: str, stack: str, *, warm: bool, staged: bool) -> Variant:
+    def ours(self, name: str, stack: str, *, warm: bool, staged: bool, streamed: bool = False) -> Variant:
         from flows.spin_up import serve_llm
         from flows.stack_ref import StackRef
 
@@ -125,7 +129,8 @@ class Bench:
         end, billed1 = self.sim_s(), self.billed(stack)
         v.ok, v.cpu_s, v.gc_s = state.is_completed(), meter.cpu_s, meter.gc_s
         # Our spin-up prefetches a Hugging Face model onto the GPU nodes (serving.prefetch_weights).
-        chain = {"size_gb": self.size_gb, "warm": warm, "staged": staged, "prefetch": not staged}
+        chain = {"size_gb": self.size_gb, "warm": warm, "staged": staged, "prefetch": not staged,
+                 "streamed": streamed}
         v.chain = critical_path_parts(self.sandbox.profile, **chain)
         v.critical_path_s = critical_path_s(self.sandbox.profile, **chain)
         if not v.ok:
@@ -343,12 +348,18 @@ def run_benchmark(time_scale: float, *, freeze_gc: bool = True) -> tuple[list[Va
         quiet_gc(freeze_gc)
         warm_staged = b.ours("ours warm staged", "bench-gcs", warm=True, staged=True)
         b.keep_cluster_teardown("bench-gcs")
+        quiet_gc(freeze_gc)
+        cold_streamed = b.ours("ours cold streamed", "bench-stream", warm=False, staged=True, streamed=True)
+        b.keep_cluster_teardown("bench-stream")
+        quiet_gc(freeze_gc)
+        warm_streamed = b.ours("ours warm streamed", "bench-stream", warm=True, staged=True, streamed=True)
+        b.keep_cluster_teardown("bench-stream")
         fatal = []
         for node_type in ("head", "worker"):
             quiet_gc(freeze_gc)
             fatal.append(b.fatal(node_type))
         worst = None if None in fatal else max(fatal)
-        return [guide, cold, warm, cold_staged, warm_staged], worst, b.notes
+        return [guide, cold, warm, cold_staged, warm_staged, cold_streamed, warm_streamed], worst, b.notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes + [f"{v.name}: {v.note}" for v in variants if v.note]:
         print(f"note: {note}")
     print(f"chart: {OUT / 'spinup.png'}")
+    print(streamed_line({v.name: v for v in variants}))
     print(summary_line({v.name: v for v in variants}, fatal_to_teardown_s=fatal))
     return 0 if all(v.ok for v in variants) else 1
 

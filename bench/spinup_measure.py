@@ -38,7 +38,7 @@ class Variant:
 
 
 def critical_path_parts(profile: dict[str, Any], *, size_gb: float, warm: bool, staged: bool,
-                        prefetch: bool = False) -> list[tuple[str, float]]:
+                        prefetch: bool = False, streamed: bool = False) -> list[tuple[str, float]]:
     """The best possible time to a validated answer with the profile's durations, as the segments
     between the milestones the benchmark observes (simulated s each; see `LEDGER`).
 
@@ -53,6 +53,9 @@ def critical_path_parts(profile: dict[str, Any], *, size_gb: float, warm: bool, 
     With `prefetch` (a Hugging Face source and the prefetch DaemonSet) the download starts when a GPU
     node registers, once the prefetch pod's image is mounted, instead of after the driver; the worker,
     whose image that pod already brought, then waits only for what is left of it.
+
+    With `streamed` (a bucket copy and `serving.stream_weights`) there is no download: the engine's
+    load is one pass from the bucket into GPU memory at the streaming rate.
     """
     gke, kube = profile["gke"], profile["kube"]
     rate = kube["gcs_download_mb_per_s"] if staged else kube["weight_download_mb_per_s"]
@@ -63,21 +66,25 @@ def critical_path_parts(profile: dict[str, Any], *, size_gb: float, warm: bool, 
         to_weights_s = max(kube["init_container_s"], left_after_driver_s)
     else:
         to_weights_s = worker_start_s + download_s
+    load_s = size_gb * 1000 / kube["weight_load_mb_per_s"]
+    if streamed:
+        to_weights_s, load_s = worker_start_s, size_gb * 1000 / kube["gcs_stream_mb_per_s"]
     return [
         ("start -> GPU pool requested", 0.0 if warm else float(gke["cluster"]["create_s"])),
         ("pool requested -> GPUs allocatable",
          float(gke["node_pool"]["gpu"]["nodes_after_s"] + kube["gpu_driver_install_s"])),
         ("GPUs allocatable -> RayService Ready",
-         to_weights_s + size_gb * 1000 / kube["weight_load_mb_per_s"] + kube["engine_warmup_s"]),
+         to_weights_s + load_s + kube["engine_warmup_s"]),
         ("RayService Ready -> answer",
          kube["llm_time_to_first_token_s"] + GUIDE_COMPLETION_TOKENS / kube["llm_decode_tokens_per_s"]),
     ]
 
 
 def critical_path_s(profile: dict[str, Any], *, size_gb: float, warm: bool, staged: bool,
-                    prefetch: bool = False) -> float:
+                    prefetch: bool = False, streamed: bool = False) -> float:
     """The sum of `critical_path_parts` (simulated s)."""
-    parts = critical_path_parts(profile, size_gb=size_gb, warm=warm, staged=staged, prefetch=prefetch)
+    parts = critical_path_parts(profile, size_gb=size_gb, warm=warm, staged=staged, prefetch=prefetch,
+                                streamed=streamed)
     return float(sum(s for _, s in parts))
 
 
@@ -145,7 +152,7 @@ def summary_line(by_name: dict[str, Variant], *, fatal_to_teardown_s: float | No
     base = by_name["guide (baseline)"]
     cold, warm = by_name["ours cold"], by_name["ours warm"]
     cold_staged, warm_staged = by_name["ours cold staged"], by_name["ours warm staged"]
-    ours = [cold, warm, cold_staged, warm_staged]
+    ours = [v for name, v in by_name.items() if name.startswith("ours")]
     overhead = max(v.overhead_pct for v in ours)
     waiting_rate = max(v.api_requests_per_min for v in ours)
     fatal = "nan" if fatal_to_teardown_s is None else f"{fatal_to_teardown_s:.0f}"
@@ -154,3 +161,13 @@ def summary_line(by_name: dict[str, Variant], *, fatal_to_teardown_s: float | No
             f"warm_staged_ratio={ratio(warm_staged.seconds, base.seconds):.2f} "
             f"gpu_node_minutes_ratio={ratio(cold_staged.gpu_node_s, base.gpu_node_s):.2f} "
             f"overhead_pct={overhead:.1f} fatal_to_teardown_s={fatal} api_requests_per_min={waiting_rate:.2f}")
+
+
+def streamed_line(by_name: dict[str, Variant]) -> str:
+    """The staged variants with `serving.stream_weights`, as ratios to the same baseline (printed
+    before the last line, which keeps the issue's form: its staged figures download the copy)."""
+    base = by_name["guide (baseline)"]
+    cold, warm = by_name["ours cold streamed"], by_name["ours warm streamed"]
+    return (f"cold_streamed_ratio={ratio(cold.seconds, base.seconds):.2f} "
+            f"warm_streamed_ratio={ratio(warm.seconds, base.seconds):.2f} "
+            f"streamed_gpu_node_minutes_ratio={ratio(cold.gpu_node_s, base.gpu_node_s):.2f}")

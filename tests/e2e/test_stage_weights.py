@@ -17,9 +17,9 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 BUCKET = "gs://team-weights/deepseek-ai/DeepSeek-R1"
 
 
-def _staged_stack(stack_file: str, folder: Path) -> str:
+def _staged_stack(stack_file: str, folder: Path, **serving) -> str:
     data = yaml.safe_load(Path(stack_file).read_text(encoding="utf-8"))
-    data["serving"].update(model_source=BUCKET, staged_from="deepseek-ai/DeepSeek-R1")
+    data["serving"].update(model_source=BUCKET, staged_from="deepseek-ai/DeepSeek-R1", **serving)
     path = folder / "staged.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return str(path)
@@ -43,6 +43,24 @@ def test_staging_copies_once_then_finds_the_job_and_the_stack_serves_the_bucket_
     jobs = [r for c in sandbox.hooks.all() for r in c.requests()
             if r["method"] in ("POST", "PATCH") and "/jobs" in r["path"]]
     assert len(jobs) == 1, jobs                      # one write: the rerun created nothing
+
+
+def test_a_stack_streams_the_bucket_copy_into_the_gpus_and_answers(sandbox_stack, tmp_path):
+    from flows.spin_up import serve_llm
+    from flows.stack_ref import StackRef
+    from flows.stage_weights import stage_weights
+
+    sandbox, stack = sandbox_stack
+    streamed = StackRef(file=_staged_stack(stack.file, tmp_path, stream_weights=True))
+    stage_weights(stack=streamed)
+    summary = serve_llm(stack=streamed)
+
+    assert "red, yellow, blue, green" in summary["answer"]
+    [cluster] = sandbox.hooks.all()
+    service = cluster.ctx.store.get(("ray.io", "rayservices"), "default", "deepseek-r1")
+    engine = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]["llm_configs"][0]
+    assert engine["engine_kwargs"]["load_format"] == "runai_streamer"
+    assert engine["model_loading_config"]["model_source"] == {"bucket_uri": BUCKET}
 
 
 def test_the_staging_job_names_both_ends_and_refuses_a_stack_without_a_bucket():

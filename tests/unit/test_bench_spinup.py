@@ -9,6 +9,7 @@ from bench.spinup_measure import (
     critical_path_s,
     pool_gpu_node_s,
     requests_per_min,
+    streamed_line,
     summary_line,
 )
 from blocks.errors import SpecError
@@ -42,6 +43,15 @@ def test_the_prefetch_takes_the_download_off_the_chain_while_the_driver_installs
                                   - kube["image_streaming_start_s"] - 1000 / kube["weight_download_mb_per_s"])
 
 
+def test_streaming_turns_the_download_and_the_load_into_one_pass_at_the_streaming_rate():
+    kube = PROFILE["kube"]
+    staged = critical_path_s(PROFILE, size_gb=SIZE_GB, warm=True, staged=True)
+    streamed = critical_path_s(PROFILE, size_gb=SIZE_GB, warm=True, staged=True, streamed=True)
+    assert staged - streamed == pytest.approx(SIZE_GB * 1000 / kube["gcs_download_mb_per_s"]
+                                              + SIZE_GB * 1000 / kube["weight_load_mb_per_s"]
+                                              - SIZE_GB * 1000 / kube["gcs_stream_mb_per_s"])
+
+
 def test_gpu_node_seconds_come_from_the_meter_rows_of_one_pool():
     report = {"pools": [
         {"cluster": "p/us-east5-a/a", "pool": "gpu-node-pool", "gpu_node_seconds": 100.0},
@@ -61,10 +71,14 @@ def test_the_last_line_gives_ratios_to_the_baseline_and_the_worst_overhead():
         return Variant(name, True, minutes * 60, gpu_min * 60, cp_min * 60, rate)
     variants = {x.name: x for x in [v("guide (baseline)", 50, 80, 40, 0.5), v("ours cold", 45, 70, 44, 2.0),
                                      v("ours warm", 40, 70, 38, 1.0), v("ours cold staged", 30, 40, 29.5, 1.5),
-                                     v("ours warm staged", 20, 40, 19.5, 1.0)]}
+                                     v("ours warm staged", 20, 40, 19.5, 1.0), v("ours cold streamed", 25, 32, 24, 3.0),
+                                     v("ours warm streamed", 15, 32, 14.5, 1.0)]}
     line = summary_line(variants, fatal_to_teardown_s=42.4)
+    # The streamed runs count in the worst overhead (4.2% there) and the busiest request rate (3.0).
     assert line == ("cold_ratio=0.90 warm_ratio=0.80 cold_staged_ratio=0.60 warm_staged_ratio=0.40 "
-                    "gpu_node_minutes_ratio=0.50 overhead_pct=5.3 fatal_to_teardown_s=42 api_requests_per_min=2.00")
+                    "gpu_node_minutes_ratio=0.50 overhead_pct=5.3 fatal_to_teardown_s=42 api_requests_per_min=3.00")
+    assert streamed_line(variants) == ("cold_streamed_ratio=0.50 warm_streamed_ratio=0.30 "
+                                       "streamed_gpu_node_minutes_ratio=0.40")
 
 
 def test_a_gs_model_source_must_name_a_valid_bucket():
