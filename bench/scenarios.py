@@ -103,6 +103,11 @@ def all_scenarios() -> list[Scenario]:
                  "stalled_download", "operator_crashloop", "node_lost", "wrong_answer"):
         fault = _STALL if kind == "stalled_download" else _k8s(kind)
         out.append(Scenario(f"k8s-{kind}", "inline", faults=(fault,), fast=kind == "oom_killed"))
+    # The bucket copy streamed into the GPUs (serving.stream_weights) stops part-way: the wait sees an
+    # engine start (GPU memory in use), so its phase budget, not the download-stall check, ends it.
+    out.append(Scenario("k8s-stalled_stream", "inline", faults=({"kind": "stalled_download", "at_fraction": 0.3},),
+                        lifecycle={"serving": {"model_source": "gs://team-weights/deepseek-ai/DeepSeek-R1",
+                                               "staged_from": "deepseek-ai/DeepSeek-R1", "stream_weights": True}}))
     for at in ("pool-creating", "model-loading"):
         out.append(Scenario(f"cancel@{at}", "cancel", at=at, fast=at == "model-loading"))
     out += [Scenario("two-spin-ups-at-once", "twice", fast=True),
