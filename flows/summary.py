@@ -56,8 +56,12 @@ def weights_line(spec: StackSpec, prefetch: dict[str, Any] | None) -> str:
     if prefetch:
         return (f"- **Weights**: prefetched onto {prefetch['complete_on']} of {prefetch['gpu_nodes']} GPU nodes "
                 "while their GPU driver installed; the Ray workers shared the copies")
+    if source.startswith("gs://") and spec.serving.stream_weights:
+        return ("- **Weights**: streamed from the staged copy in GCS straight into GPU memory (vLLM's Run:ai "
+                "Model Streamer)")
     if source.startswith("gs://"):
-        return "- **Weights**: downloaded by the Ray workers from the staged copy in GCS"
+        return ("- **Weights**: downloaded by the Ray workers from the staged copy in GCS, then loaded (set "
+                "serving.stream_weights to do both in one pass, docs/going-live.md)")
     if not spec.serving.prefetch_weights:
         return ("- **Weights**: downloaded by the Ray workers after the GPU driver (set "
                 "serving.prefetch_weights to start minutes sooner)")

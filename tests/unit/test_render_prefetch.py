@@ -176,6 +176,10 @@ def test_the_summary_says_how_the_weights_reached_the_gpu_nodes():
 
     assert "prefetched onto 2 of 2 GPU nodes" in weights_line(spec(), {"source": SOURCE, "gpu_nodes": 2,
                                                                        "complete_on": 2})
-    assert "from the staged copy in GCS" in weights_line(spec(model_source="gs://my-bucket/m/deepseek-ai/DeepSeek-R1"), None)
+    bucket = "gs://my-bucket/m/deepseek-ai/DeepSeek-R1"
+    assert "downloaded by the Ray workers from the staged copy in GCS, then loaded (set serving.stream_weights" \
+        in weights_line(spec(model_source=bucket), None)
+    assert "streamed from the staged copy in GCS straight into GPU memory" \
+        in weights_line(spec(model_source=bucket, stream_weights=True), None)
     assert "set serving.prefetch_weights" in weights_line(spec(prefetch_weights=False), None)
     assert "no record of the prefetch" in weights_line(spec(), None)
