@@ -40,6 +40,7 @@ class WorkerReading:
 
     disk_used_gb: float
     gpu_used_gb: float | None
+    gpu_total_gb: float | None = None     # that GPU's memory (GB), to tell the KV cache's share from weights
 
 
 def read_workers(kube: KubeApi, namespace: str, cluster: str) -> WorkerReading | None:
@@ -63,8 +64,11 @@ def summary_reading(body: object) -> WorkerReading | None:
         return None
     disk = max(_number(_field(n, "disk", "/", "used")) for n in workers) / 1e9
     gpus = [g for n in workers if isinstance(n.get("gpus"), list) for g in n["gpus"] if isinstance(g, dict)]
-    gpu = max((_number(g.get("memoryUsed")) * MIB / 1e9 for g in gpus), default=None)
-    return WorkerReading(disk, gpu)
+    busiest = max(gpus, key=lambda g: _number(g.get("memoryUsed")), default=None)
+    if busiest is None:
+        return WorkerReading(disk, None)
+    total = _number(busiest.get("memoryTotal")) * MIB / 1e9
+    return WorkerReading(disk, _number(busiest.get("memoryUsed")) * MIB / 1e9, total or None)
 
 
 def _field(obj: object, *path: str) -> object:
@@ -83,7 +87,8 @@ def _number(value: object) -> float:
 
 class DiskWatch:
     """Across looks, tell a growing download from a finished one (flat for `flat_after_s`), and time
-    how long the disk has been flat while the replica is placed (`flat_s`, for stall detection)."""
+    how long the disk has been flat while the replica is placed (`flat_s`, for stall detection). The
+    waiter keeps a second one on the busiest GPU's memory, which a streamed load fills instead."""
 
     def __init__(self, clock: Clock, *, flat_after_s: float = 60.0, min_growth_gb: float = 0.5):
         self.clock, self.flat_after_s, self.min_growth_gb = clock, flat_after_s, min_growth_gb
@@ -127,3 +132,15 @@ def stall_message(*, disk_gb: float, grown_gb: float | None, flat_s: float, limi
             "token (Secret serving.hf_token_secret_name) and Hugging Face rate limits, the bucket's read "
             "permission for the GPU nodes' service account if model_source is gs://, and the GPU nodes' "
             "egress to huggingface.co / storage.googleapis.com (Cloud NAT, firewall rules)")
+
+
+def stream_stall_message(*, gpu_gb: float, kv_gb: float, flat_s: float, limit_s: float, deployment: str,
+                         source: str | None) -> str:
+    """Say that the weight stream into GPU memory stalled, where it stands, and what to check."""
+    what = f"model_source {source!r}" if source else "the model's weights"
+    return (f"weight stream of {what} into GPU memory stalled at {gpu_gb:.1f} GB on the busiest GPU (below the "
+            f"{kv_gb:.0f} GB vLLM takes once the weights are in): no growth for {flat_s:.0f}s "
+            f"(timeouts.download_stall_s {limit_s:.0f}s) while {deployment} is still initializing; check the "
+            "bucket's read permission for the GPU nodes' service account, the GPU nodes' egress to "
+            "storage.googleapis.com, and that the image's vLLM streams from gs:// (vllm >= 0.11.1 with "
+            "runai-model-streamer; or turn serving.stream_weights off)")

@@ -37,7 +37,7 @@ from tasks.kube_objects import (
     ns_name,
     short,
 )
-from tasks.ray_service_download import GPU_BUSY_GB, DiskTrend, stall_message
+from tasks.ray_service_download import GPU_BUSY_GB, DiskTrend, stall_message, stream_stall_message
 from tasks.waiting import Look, State
 
 # Container waiting reasons that never heal by waiting (a human must change the spec or image).
@@ -77,6 +77,8 @@ class Observation:
     disk_flat_s: float | None = None      # how long the disk has not grown while the replica initializes
     disk_grown_gb: float | None = None    # how much the disk grew while watched (the download so far)
     download_stall_s: float | None = None  # flat that long with idle GPUs: a stalled download (None: off)
+    gpu_flat_s: float | None = None       # how long the busiest GPU's memory has not grown while initializing
+    gpu_total_gb: float | None = None     # that GPU's memory, when known
     gpu_room: dict[str, int] | None = None  # free GPUs by ready GPU node, read while a pod waits for one
 
 
@@ -215,6 +217,8 @@ def _progress(rs: Obj, pods: list[Obj], obs: Observation) -> Classified:
     phase = _phase(rs, pods, obs)
     if phase is Phase.WEIGHT_DOWNLOAD and (stalled := _stalled_download(rs, obs)):
         return Classified(Look(State.FATAL, f"RayService {name_of(rs)}: {stalled}"), phase)
+    if phase is Phase.ENGINE_START and (stalled := _stalled_stream(rs, obs)):
+        return Classified(Look(State.FATAL, f"RayService {name_of(rs)}: {stalled}"), phase)
     look = Look(State.PROGRESSING, _detail(rs, pods, phase, obs))
     if unreconciled := _unreconciled_suspect(rs):
         # An operator that just started (leader election, cache sync) may take a minute or two.
@@ -274,6 +278,46 @@ def _stalled_download(rs: Obj, obs: Observation) -> str | None:
     return stall_message(disk_gb=obs.disk.used_gb, grown_gb=obs.disk_grown_gb, flat_s=obs.disk_flat_s,
                          limit_s=obs.download_stall_s, deployment=f"Serve deployment {initializing[0]!r}",
                          source=_model_source(rs))
+
+
+def _stalled_stream(rs: Obj, obs: Observation) -> str | None:
+    """A streamed load (vLLM reading the bucket into GPU memory, `serving.stream_weights`) whose busiest
+    GPU has not grown for `download_stall_s` while the replica initializes and before vLLM took its
+    share for the KV cache (weights still missing; the warm-up holds that share, flat, by design)."""
+    if obs.download_stall_s is None or obs.gpu_used_gb is None or obs.gpu_flat_s is None or not obs.gpu_total_gb:
+        return None
+    if not _streamed(rs) or obs.gpu_flat_s < obs.download_stall_s:
+        return None
+    kv_gb = _gpu_memory_utilization(rs) * obs.gpu_total_gb
+    initializing = _initializing_deployments(rs)
+    if obs.gpu_used_gb >= KV_SHARE_SEEN * kv_gb or not initializing:
+        return None
+    return stream_stall_message(gpu_gb=obs.gpu_used_gb, kv_gb=kv_gb, flat_s=obs.gpu_flat_s,
+                                limit_s=obs.download_stall_s, deployment=f"Serve deployment {initializing[0]!r}",
+                                source=_model_source(rs))
+
+
+# The KV cache takes vLLM to `gpu_memory_utilization` of each GPU; memory within 5% of that is past the load.
+KV_SHARE_SEEN = 0.95
+STREAMING_FORMATS = ("runai_streamer", "runai_streamer_sharded", "tensorizer")   # ray.llm's list
+
+
+def _streamed(rs: Obj) -> bool:
+    config = str((rs.get("spec") or {}).get("serveConfigV2") or "")
+    match = re.search(r"""load_format:[ \t]*["']?([A-Za-z_]+)""", config)
+    return bool(match) and match.group(1) in STREAMING_FORMATS
+
+
+def _gpu_memory_utilization(rs: Obj) -> float:
+    config = str((rs.get("spec") or {}).get("serveConfigV2") or "")
+    match = re.search(r"gpu_memory_utilization:[ \t]*([0-9.]+)", config)
+    try:
+        return float(match.group(1)) if match else VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+    except ValueError:
+        return VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+
+
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 
 
 def _model_source(rs: Obj) -> str | None:

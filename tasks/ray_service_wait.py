@@ -122,7 +122,8 @@ class _Judge:
 
 
 def observe(kube: KubeApi, namespace: str, name: str, *, capacity_coming: Callable[[], bool] | None = None,
-            disk_watch: DiskWatch | None = None, download_stall_s: float | None = None) -> tuple[Observation, str]:
+            disk_watch: DiskWatch | None = None, download_stall_s: float | None = None,
+            gpu_watch: DiskWatch | None = None) -> tuple[Observation, str]:
     """Read the RayService, its pods and events (the nodes when pods wait for one, the workers' disks
     and GPUs while the model loads; `download_stall_s` as in `WaitSettings`, None: no stall detection).
 
@@ -146,10 +147,14 @@ def observe(kube: KubeApi, namespace: str, name: str, *, capacity_coming: Callab
     elif disk_watch is not None and first.phase in (Phase.WEIGHT_DOWNLOAD, Phase.ENGINE_START):
         reading = read_workers(kube, namespace, clusters[-1])
         if reading is not None:
-            trend = disk_watch.update(reading.disk_used_gb, placed=replica_initializing(rs))
+            placed = replica_initializing(rs)
+            trend = disk_watch.update(reading.disk_used_gb, placed=placed)
+            if gpu_watch is not None:       # a streamed load fills GPU memory instead of the disk
+                gpu_watch.update(reading.gpu_used_gb, placed=placed)
             obs = Observation(rs, pods, events, disk=trend, gpu_used_gb=reading.gpu_used_gb,
                               disk_flat_s=disk_watch.flat_s, disk_grown_gb=disk_watch.grown_gb,
-                              download_stall_s=download_stall_s)
+                              download_stall_s=download_stall_s, gpu_total_gb=reading.gpu_total_gb,
+                              gpu_flat_s=gpu_watch.flat_s if gpu_watch is not None else None)
     return obs, listed.resource_version
 
 
@@ -188,9 +193,10 @@ def _report(progress: ProgressReport, c: Classified) -> None:
 
 
 def _look_once(kube: KubeApi, namespace: str, name: str, judge: _Judge, progress: ProgressReport,
-               capacity_coming: Callable[[], bool] | None, disk_watch: DiskWatch) -> tuple[Classified, str]:
+               capacity_coming: Callable[[], bool] | None, watches: tuple[DiskWatch, DiskWatch]) -> tuple[Classified, str]:
+    disk_watch, gpu_watch = watches
     obs, resource_version = observe(kube, namespace, name, capacity_coming=capacity_coming, disk_watch=disk_watch,
-                                    download_stall_s=_download_stall_s(judge.settings))
+                                    download_stall_s=_download_stall_s(judge.settings), gpu_watch=gpu_watch)
     c = classify_ray_service(obs)
     _report(progress, c)
     judge.judge(c)
@@ -205,10 +211,10 @@ def wait_for_ray_service(kube: KubeApi, namespace: str, name: str, *, settings: 
     judge = _Judge(what, settings, clock)
     progress = progress or ProgressReport(what, key=artifact_key(name, "model-load"), log=run_logger(log))
     trouble_since: float | None = None
-    disk_watch = DiskWatch(clock)
+    watches = (DiskWatch(clock), DiskWatch(clock))      # the workers' disk, their busiest GPU's memory
     while True:
         try:
-            c, resource_version = _look_once(kube, namespace, name, judge, progress, capacity_coming, disk_watch)
+            c, resource_version = _look_once(kube, namespace, name, judge, progress, capacity_coming, watches)
             if c.look.state is State.READY:
                 return c.look
             trouble_since = None

@@ -107,6 +107,55 @@ def test_a_serving_app_is_never_a_stall():
     assert look(rs, flat_s=3000.0).look.state is State.READY
 
 
+# -- a streamed load (serving.stream_weights): GPU memory is what grows ----------------------------
+
+STREAMED = (CONFIG.replace("model_source: deepseek-ai/DeepSeek-R1",
+                           "model_source:\n          bucket_uri: gs://my-weights/deepseek-ai/DeepSeek-R1")
+            + "      engine_kwargs:\n        gpu_memory_utilization: 0.92\n        load_format: runai_streamer\n")
+H100_GB = 85.5            # 81559 MiB, as Ray's reporter lists it
+
+
+def stream_look(*, gpu=13.5, gpu_flat_s=600.0, total=H100_GB, config=STREAMED, message=INIT):
+    return classify_ray_service(Observation(
+        loading(message=message, config=config), [head_pod(), worker(1), worker(2)], disk=DiskTrend(10.5, None),
+        gpu_used_gb=gpu, disk_flat_s=gpu_flat_s, disk_grown_gb=0.0, download_stall_s=600.0,
+        gpu_flat_s=gpu_flat_s, gpu_total_gb=total))
+
+
+def test_a_stream_whose_gpu_memory_stops_below_the_kv_share_for_the_limit_is_a_fatal_stall():
+    c = stream_look()
+    assert c.look.state is State.FATAL and c.phase is Phase.ENGINE_START
+    assert c.look.detail.startswith(
+        "RayService deepseek-r1: weight stream of model_source 'gs://my-weights/deepseek-ai/DeepSeek-R1' into GPU "
+        "memory stalled at 13.5 GB on the busiest GPU (below the 79 GB vLLM takes once the weights are in): no "
+        "growth for 600s (timeouts.download_stall_s 600s)")
+    for hint in ("bucket's read permission", "storage.googleapis.com", "vllm >= 0.11.1", "serving.stream_weights"):
+        assert hint in c.look.detail
+
+
+@pytest.mark.parametrize("case", ["not yet at the limit", "kv share taken (warm-up)", "no GPU total",
+                                  "not initializing", "downloaded, not streamed"])
+def test_a_stream_is_not_called_stalled_while_it_grows_warms_up_or_cannot_be_judged(case):
+    kwargs = {"not yet at the limit": {"gpu_flat_s": 599.0},
+              "kv share taken (warm-up)": {"gpu": 0.92 * H100_GB, "gpu_flat_s": 3000.0},
+              "no GPU total": {"total": None, "gpu_flat_s": 3000.0},
+              "not initializing": {"message": SCHEDULE, "gpu_flat_s": 3000.0},
+              "downloaded, not streamed": {"config": CONFIG, "gpu_flat_s": 3000.0}}[case]
+    c = stream_look(**kwargs)
+    assert c.look.state is State.PROGRESSING
+    assert c.phase is (Phase.GPU_NODES if case == "not initializing" else Phase.ENGINE_START)
+
+
+def test_the_summary_reading_gives_the_busiest_gpus_memory_and_its_size():
+    body = {"data": {"summary": [
+        {"raylet": {"isHeadNode": True}, "disk": {"/": {"used": 20e9}}, "gpus": []},
+        {"raylet": {"isHeadNode": False}, "disk": {"/": {"used": 11e9}},
+         "gpus": [{"memoryUsed": 1000, "memoryTotal": 81559}, {"memoryUsed": 13000, "memoryTotal": 81559}]}]}}
+    reading = summary_reading(body)
+    assert reading.gpu_used_gb == pytest.approx(13000 * 2**20 / 1e9)
+    assert reading.gpu_total_gb == pytest.approx(H100_GB, abs=0.05)
+
+
 # -- the disk watch's flat time --------------------------------------------------------------------
 
 def test_the_flat_time_counts_from_the_last_growth_while_the_replica_is_placed():
