@@ -10,7 +10,8 @@ Some signs are fatal only if they persist (pods unschedulable with no GPU capaci
 evicted again and again): those come back as PROGRESSING with a `suspect` message, and the waiter
 turns them FATAL once they outlast its grace period. A stalled weight download (the Ray workers'
 disk flat for `download_stall_s` while their GPUs stay idle and Serve still initializes the replica)
-is FATAL here, timed by the waiter's `DiskWatch`.
+is FATAL here, timed by the waiter's `DiskWatch`; so is a stalled stream (a `gs://` copy that vLLM
+streams into GPU memory: the busiest GPU flat for as long, below vLLM's KV-cache share).
 """
 
 from __future__ import annotations

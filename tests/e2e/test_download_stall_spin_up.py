@@ -73,3 +73,32 @@ def test_a_stalled_download_fails_the_spin_up_with_the_stall_message_and_leaves_
     assert teardown_at is not None
     print(f"stall at {stalled_at:.0f}s, teardown started {teardown_at - stalled_at:.0f} simulated s later")
     assert STALL_S <= teardown_at - stalled_at <= BOUND_S, teardown_at - stalled_at
+
+
+@pytest.mark.timeout(300)
+def test_a_stalled_stream_fails_the_spin_up_with_the_stream_message_and_leaves_nothing_billing(realistic_sandbox):
+    import yaml
+
+    sandbox, path = realistic_sandbox
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["serving"].update(model_source="gs://team-weights/deepseek-ai/DeepSeek-R1",
+                           staged_from="deepseek-ai/DeepSeek-R1", stream_weights=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    spec = StackSpec.from_yaml(path)
+    fault_clock = measure.FaultClock(sandbox)
+    sandbox.inject({"kind": "stalled_download", "at_fraction": AT_FRACTION})
+
+    state = serve_llm(stack=StackRef(file=str(path)), return_state=True)
+
+    assert state.is_failed()
+    # The stream fills GPU memory, not the disk: 40% of 688 GB over 16 GPUs, plus the CUDA context.
+    per_gpu_gb = (600 * 2**20 + AT_FRACTION * 688e9 / 16) / 1e9
+    assert "[engine-start]" in state.message and f"stalled at {per_gpu_gb:.1f} GB on the busiest GPU" \
+        in state.message, state.message
+    inventory = sandbox.inventory()
+    assert measure.gpu_vms_running(inventory) == [] and measure.leaked_gpu_node_seconds(inventory) == 0
+    stalled_at = fault_clock.first_fired_s + AT_FRACTION * 688 * 1000 / sandbox.profile["kube"]["gcs_stream_mb_per_s"]
+    teardown_at = measure.teardown_started_s(sandbox.requests(), measure.kube_requests(sandbox, spec), spec,
+                                             after_s=stalled_at)
+    assert teardown_at is not None
+    assert STALL_S <= teardown_at - stalled_at <= BOUND_S, teardown_at - stalled_at
