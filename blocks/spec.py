@@ -282,7 +282,8 @@ class TimeoutsSpec(SpecModel):
     download_stall_s: float = Field(
         10 * 60, ge=60, le=24 * 3600,
         description="weight download stalled: the Ray workers' disk flat this long with idle GPUs while the "
-                    "replica initializes fails the spin-up (and tears it down) instead of waiting out "
+                    "replica initializes (with serving.stream_weights: the busiest GPU's memory flat this long "
+                    "below vLLM's KV-cache share) fails the spin-up (and tears it down) instead of waiting out "
                     "model_load_s; at least 60 (a look every 30 s, pauses between files)")
 
 
