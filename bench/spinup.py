@@ -78,9 +78,10 @@ class Bench:
         from tasks.clock import clock_from_env
 
         self.sandbox, self.clock = sandbox, clock_from_env()
-        self.files = {n: stack_file(folder, sandbox.gke_url, n, staged=s, streamed=n == "bench-stream") for n, s in
-                      (("guide", False), ("bench-hf", False), ("bench-gcs", True), ("bench-stream", True),
-                       ("bench-stage", True))}
+        self.files = {n: stack_file(folder, sandbox.gke_url, n, staged=staged, streamed=streamed)
+                      for n, staged, streamed in (("guide", False, False), ("bench-hf", False, False),
+                                                  ("bench-gcs", True, False), ("bench-stream", True, True),
+                                                  ("bench-stage", True, False))}
         self.specs = {n: StackSpec.from_yaml(p) for n, p in self.files.items()}
         self.size_gb = float(sandbox.profile["kube"]["models"][HF_SOURCE])
         self.notes: list[str] = []

@@ -61,14 +61,14 @@ def critical_path_parts(profile: dict[str, Any], *, size_gb: float, warm: bool, 
     rate = kube["gcs_download_mb_per_s"] if staged else kube["weight_download_mb_per_s"]
     download_s = size_gb * 1000 / rate
     worker_start_s = kube["image_streaming_start_s"] + kube["init_container_s"]
-    if prefetch:
+    load_s = size_gb * 1000 / kube["weight_load_mb_per_s"]
+    if streamed:
+        to_weights_s, load_s = worker_start_s, size_gb * 1000 / kube["gcs_stream_mb_per_s"]
+    elif prefetch:
         left_after_driver_s = kube["image_streaming_start_s"] + download_s - kube["gpu_driver_install_s"]
         to_weights_s = max(kube["init_container_s"], left_after_driver_s)
     else:
         to_weights_s = worker_start_s + download_s
-    load_s = size_gb * 1000 / kube["weight_load_mb_per_s"]
-    if streamed:
-        to_weights_s, load_s = worker_start_s, size_gb * 1000 / kube["gcs_stream_mb_per_s"]
     return [
         ("start -> GPU pool requested", 0.0 if warm else float(gke["cluster"]["create_s"])),
         ("pool requested -> GPUs allocatable",

@@ -281,6 +281,12 @@ def _stalled_download(rs: Obj, obs: Observation) -> str | None:
                          source=_model_source(rs))
 
 
+# The KV cache takes vLLM to `gpu_memory_utilization` of each GPU; memory within 5% of that is past the load.
+KV_SHARE_SEEN = 0.95
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+STREAMING_FORMATS = ("runai_streamer", "runai_streamer_sharded", "tensorizer")   # ray.llm's list
+
+
 def _stalled_stream(rs: Obj, obs: Observation) -> str | None:
     """A streamed load (vLLM reading the bucket into GPU memory, `serving.stream_weights`) whose busiest
     GPU has not grown for `download_stall_s` while the replica initializes and before vLLM took its
@@ -298,33 +304,27 @@ def _stalled_stream(rs: Obj, obs: Observation) -> str | None:
                                 source=_model_source(rs))
 
 
-# The KV cache takes vLLM to `gpu_memory_utilization` of each GPU; memory within 5% of that is past the load.
-KV_SHARE_SEEN = 0.95
-STREAMING_FORMATS = ("runai_streamer", "runai_streamer_sharded", "tensorizer")   # ray.llm's list
-
-
 def _streamed(rs: Obj) -> bool:
-    config = str((rs.get("spec") or {}).get("serveConfigV2") or "")
-    match = re.search(r"""load_format:[ \t]*["']?([A-Za-z_]+)""", config)
+    match = re.search(r"""load_format:[ \t]*["']?([A-Za-z_]+)""", _serve_config_text(rs))
     return bool(match) and match.group(1) in STREAMING_FORMATS
 
 
 def _gpu_memory_utilization(rs: Obj) -> float:
-    config = str((rs.get("spec") or {}).get("serveConfigV2") or "")
-    match = re.search(r"gpu_memory_utilization:[ \t]*([0-9.]+)", config)
+    match = re.search(r"gpu_memory_utilization:[ \t]*([0-9.]+)", _serve_config_text(rs))
     try:
         return float(match.group(1)) if match else VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
     except ValueError:
         return VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
 
 
-VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
-
-
 def _model_source(rs: Obj) -> str | None:
-    config = str((rs.get("spec") or {}).get("serveConfigV2") or "")
-    match = re.search(r"""(?:model_source|bucket_uri):[ \t]*["']?([^\s"'{}]+)""", config)
+    match = re.search(r"""(?:model_source|bucket_uri):[ \t]*["']?([^\s"'{}]+)""", _serve_config_text(rs))
     return match.group(1) if match else None
+
+
+def _serve_config_text(rs: Obj) -> str:
+    """The RayService's serveConfigV2 as its YAML text (read by pattern: a look must never raise)."""
+    return str((rs.get("spec") or {}).get("serveConfigV2") or "")
 
 
 def _detail(rs: Obj, pods: list[Obj], phase: Phase, obs: Observation) -> str:

@@ -21,7 +21,7 @@ from sandbox.kube.controllers.resources import GPU, RAY_ACCELERATOR, parse_quant
 
 if TYPE_CHECKING:
     from sandbox.kube.context import ClusterContext
-    from sandbox.kube.rayserve import AppRun, RayServe
+    from sandbox.kube.rayserve import AppRun, LlmConfig, RayServe
 
 INF = math.inf
 
@@ -84,7 +84,7 @@ def _start_replica(serve: RayServe, run: AppRun, key: frozenset, chosen: list[di
         run.fail_at = now + float(kube.get("constructor_failure_s", 45))
         return
     size = llm.size_gb * 1e9
-    run.load_s = size / weights_cache.load_bytes_per_s(serve.ctx.profile, llm)
+    run.load_s = size / _load_bytes_per_s(kube, llm)
     run.stall_fraction = None
     if llm.streamed:
         _start_stream(serve, run, now)
@@ -105,6 +105,13 @@ def _start_replica(serve: RayServe, run: AppRun, key: frozenset, chosen: list[di
     run.download_s = _download_s(serve, run)
     run.engine_s = run.load_s + float(kube.get("engine_warmup_s", 180))
     _engine_fault(serve, run)
+
+
+def _load_bytes_per_s(kube: dict[str, Any], llm: LlmConfig) -> float:
+    """Rate of the engine's load into GPU memory: the bucket's streaming rate for a streamed model
+    (one pass from GCS), else the read of the downloaded files from the node's disk / page cache."""
+    rate = kube.get("gcs_stream_mb_per_s", 2000) if llm.streamed else kube.get("weight_load_mb_per_s", 2500)
+    return float(rate) * 1e6
 
 
 def _start_stream(serve: RayServe, run: AppRun, now: float) -> None:
@@ -365,8 +372,8 @@ def _gpus(serve: RayServe, pod: dict[str, Any], now: float) -> list[dict[str, An
 
 def _gpu_memory_mib(run: AppRun | None, now: float, total: float) -> tuple[float, int]:
     """(memory used per GPU, utilization %) of a GPU under `run`'s replica: nothing until the download
-    ends, then the CUDA context plus the weights loading in, then vLLM's share (KV cache) from the
-    warm-up on; nothing again once the engine failed."""
+    ends, then the CUDA context plus the weights loading in (a stalled stream stops part-way), then
+    vLLM's share (KV cache) from the warm-up on; nothing again once the engine failed."""
     if run is None or (run.fail_at is not None and now >= run.fail_at):
         return 0.0, 0
     llm = run.llms[0]

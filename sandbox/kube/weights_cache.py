@@ -51,14 +51,6 @@ def download_bytes_per_s(profile: dict[str, Any], source: str) -> float:
     return float(rate) * 1e6
 
 
-def load_bytes_per_s(profile: dict[str, Any], llm: Any) -> float:
-    """Rate of the engine's load into GPU memory: the bucket's streaming rate for a streamed model
-    (one pass from GCS), else the read of the downloaded files from the node's disk / page cache."""
-    kube = profile.get("kube", {})
-    rate = kube.get("gcs_stream_mb_per_s", 2000) if llm.streamed else kube.get("weight_load_mb_per_s", 2500)
-    return float(rate) * 1e6
-
-
 def normalized(source: str) -> str:
     return source.rstrip("/")
 
